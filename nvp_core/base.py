@@ -1,0 +1,67 @@
+"""The one layer contract of ``nvp_core``.
+
+Every bijective layer is an :class:`torch.nn.Module` that subclasses :class:`Bijector`:
+
+* ``forward(x) -> (y, logdet)`` maps **data → latent**. ``logdet`` is
+  ``log |det ∂y/∂x|`` summed over every dimension of one example, with shape ``[B]``;
+  a layer starts its sum from ``x.new_zeros(B)`` so that device and dtype follow the input.
+* ``inverse(y) -> x`` maps latent → data and is exact (up to floating point) in eval mode.
+
+Permutations (squeeze, channel reordering) return a zero log-det. Composites add the log-dets of
+their parts and walk their parts in reverse order for the inverse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class Bijector(nn.Module):
+    """Base class: ``forward(x) -> (y, logdet[B])`` (data → latent) and ``inverse(y) -> x``."""
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Sequential(Bijector):
+    """A chain of bijectors applied in order; the log-det is the sum of the parts' log-dets."""
+
+    def __init__(self, layers: Iterable[Bijector]) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logdet = x.new_zeros(x.shape[0])
+        for layer in self.layers:
+            x, ld = layer(x)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            y = layer.inverse(y)
+        return y
+
+    def trace(self, x: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
+        """Like :meth:`forward`, but also returns ``(layer name, logdet[B])`` for every layer."""
+        parts: list[tuple[str, Tensor]] = []
+        for layer in self.layers:
+            x, ld = layer(x)
+            parts.append((layer.describe() if hasattr(layer, "describe") else type(layer).__name__, ld))
+        return x, parts
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: ``[B, ...] -> [B]``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def standard_normal_logprob(z: Tensor) -> Tensor:
+    """Log-density of a standard normal, summed per example: ``[B, ...] -> [B]``."""
+    return sum_except_batch(-0.5 * (z * z) - 0.5 * torch.log(torch.tensor(2 * torch.pi, dtype=z.dtype)))

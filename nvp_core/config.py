@@ -1,0 +1,90 @@
+"""The model's configuration: a dataclass that round-trips through JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Everything needed to rebuild a :class:`~nvp_core.RealNVP`.
+
+    Attributes:
+        in_channels: image channels C (1 for grayscale, 3 for RGB).
+        image_size: height and width H = W of the images; divisible by ``2**(num_scales-1)``.
+        num_scales: number of scales L; latent levels are numbered 1 (finest) .. L (coarsest).
+        mid_channels: feature width of the s,t ResNets at the first scale.
+        num_blocks: residual blocks in each s,t ResNet.
+        width_growth: factor applied to the feature width after each squeeze (paper: 2).
+        max_mid_channels: cap on the feature width (``None``: no cap), to keep deep models small.
+        logit_alpha: α of the logit preprocessing ``p = α + (1-2α) x`` (paper: 0.05).
+        bn_momentum: momentum of the running averages of the batch-norm bijectors.
+        bn_eps: ε added to the variance in the batch-norm bijectors.
+        final_couplings: checkerboard couplings at the final scale (paper: 4).
+    """
+
+    in_channels: int = 1
+    image_size: int = 28
+    num_scales: int = 3
+    mid_channels: int = 64
+    num_blocks: int = 4
+    width_growth: int = 2
+    max_mid_channels: int | None = None
+    logit_alpha: float = 0.05
+    bn_momentum: float = 0.05
+    bn_eps: float = 1e-4
+    final_couplings: int = 4
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"FlowConfig: {msg}")
+
+        need(self.in_channels >= 1, f"in_channels must be >= 1, got {self.in_channels}")
+        need(self.num_scales >= 1, f"num_scales must be >= 1, got {self.num_scales}")
+        need(self.mid_channels >= 1, f"mid_channels must be >= 1, got {self.mid_channels}")
+        need(self.num_blocks >= 1, f"num_blocks must be >= 1, got {self.num_blocks}")
+        need(self.width_growth >= 1, f"width_growth must be >= 1, got {self.width_growth}")
+        need(0.0 <= self.logit_alpha < 0.5, f"logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
+        need(self.final_couplings >= 1, f"final_couplings must be >= 1, got {self.final_couplings}")
+        factor = 2 ** (self.num_scales - 1)
+        need(
+            self.image_size >= 2 * factor and self.image_size % factor == 0,
+            f"image_size {self.image_size} does not fit {self.num_scales} scales: height and width must be "
+            f"divisible by 2^(scales-1) = {factor} and at least {2 * factor} "
+            f"(nearest sizes that fit: {_nearest_fits(self.image_size, factor)})",
+        )
+
+    def width(self, squeezes: int) -> int:
+        """Feature width of the s,t networks after ``squeezes`` squeeze operations."""
+        w = self.mid_channels * self.width_growth**squeezes
+        return w if self.max_mid_channels is None else min(w, self.max_mid_channels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
+        """Build from a dict, refusing unknown keys with a clear message."""
+        if not isinstance(d, dict):
+            raise ValueError(f"FlowConfig: expected a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"FlowConfig: unknown field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> FlowConfig:
+        return cls.from_dict(json.loads(s))
+
+
+def _nearest_fits(size: int, factor: int) -> str:
+    lo = max(2 * factor, (size // factor) * factor)
+    hi = max(2 * factor, -(-size // factor) * factor)
+    return f"{lo}" if lo == hi else f"{lo} or {hi}"

@@ -1,0 +1,193 @@
+"""The multi-scale Real NVP (paper, sec. 3.6)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .base import Bijector, Sequential, standard_normal_logprob
+from .batchnorm import BatchNormFlow
+from .config import FlowConfig
+from .coupling import ChannelCoupling, CheckerboardCoupling, _AffineCoupling
+from .preprocess import LogitTransform
+from .squeeze import CheckerboardOrder, Squeeze
+
+Temperature = float | Sequence[float]
+
+
+def _coupling_with_bn(coupling: Bijector, channels: int, cfg: FlowConfig) -> list[Bijector]:
+    return [coupling, BatchNormFlow(channels, cfg.bn_momentum, cfg.bn_eps)]
+
+
+def _build_scale(cfg: FlowConfig, c: int, size: int, index: int, final: bool) -> Sequential:
+    """One scale. Not final: 3 checkerboard couplings, squeeze, 3 channel couplings, checkerboard order
+    (the last half of the channels is then factored out). Final: ``cfg.final_couplings`` checkerboard
+    couplings. Each coupling is followed by a batch-norm bijector."""
+    layers: list[Bijector] = []
+    width = cfg.width(index)
+    n_checker = cfg.final_couplings if final else 3
+    for k in range(n_checker):
+        layers += _coupling_with_bn(CheckerboardCoupling(c, size, size, width, cfg.num_blocks, k % 2), c, cfg)
+    if not final:
+        layers.append(Squeeze())
+        for k in range(3):
+            coupling = ChannelCoupling(4 * c, cfg.width(index + 1), cfg.num_blocks, k % 2)
+            layers += _coupling_with_bn(coupling, 4 * c, cfg)
+        layers.append(CheckerboardOrder(4 * c))
+    return Sequential(layers)
+
+
+class RealNVP(nn.Module):
+    r"""Real NVP on images ``[B, C, H, W]`` with values in (0, 1).
+
+    ``forward(x) -> (zs, logdet)``: ``zs`` is a list of L latents, level 1 (finest, factored out first)
+    to level L (coarsest, the output of the final scale), with shapes :attr:`latent_shapes`; ``logdet``
+    ``[B]`` is the log-det of the whole map, the logit preprocessing included. The prior is a standard
+    normal on every level, so (paper, eq. 3)
+
+    .. math:: \log p_X(x) = \sum_l \log \mathcal N(z_l; 0, I) + \log\left|\det \frac{\partial f}{\partial x}\right|.
+
+    In eval mode the map is an exact bijection and :meth:`inverse` undoes it.
+    """
+
+    def __init__(self, config: FlowConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.preprocess = LogitTransform(config.logit_alpha)
+        scales: list[Sequential] = []
+        shapes: list[tuple[int, int, int]] = []
+        c, size = config.in_channels, config.image_size
+        for i in range(config.num_scales):
+            final = i == config.num_scales - 1
+            scales.append(_build_scale(config, c, size, i, final))
+            if final:
+                shapes.append((c, size, size))
+            else:
+                size //= 2
+                shapes.append((2 * c, size, size))
+                c *= 2
+        self.scales = nn.ModuleList(scales)
+        self.latent_shapes: list[tuple[int, int, int]] = shapes
+        self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
+
+    # --- the bijection -------------------------------------------------------------------------
+    @property
+    def num_levels(self) -> int:
+        return len(self.latent_shapes)
+
+    @property
+    def dim(self) -> int:
+        """D = C·H·W, the number of dimensions of an image."""
+        c, s = self.config.in_channels, self.config.image_size
+        return c * s * s
+
+    def _check_input(self, x: Tensor) -> None:
+        c, s = self.config.in_channels, self.config.image_size
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, s, s):
+            raise ValueError(f"RealNVP expects images of shape [B, {c}, {s}, {s}], got {list(x.shape)}")
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
+        zs, logdet, _ = self._encode(x, trace=False)
+        return zs, logdet
+
+    def _encode(self, x: Tensor, trace: bool) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
+        self._check_input(x)
+        parts: list[tuple[str, Tensor]] = []
+        h, logdet = self.preprocess(x)
+        if trace:
+            parts.append((self.preprocess.describe(), logdet))
+        zs: list[Tensor] = []
+        for i, scale in enumerate(self.scales):
+            if trace:
+                h, layer_parts = scale.trace(h)
+                ld = h.new_zeros(h.shape[0])
+                for name, part in layer_parts:
+                    parts.append((f"scale {i + 1}: {name}", part))
+                    ld = ld + part
+            else:
+                h, ld = scale(h)
+            logdet = logdet + ld
+            if i < len(self.scales) - 1:
+                h, z = h.chunk(2, dim=1)
+                zs.append(z)
+        zs.append(h)
+        return zs, logdet, parts
+
+    def trace(self, x: Tensor) -> tuple[list[Tensor], list[tuple[str, Tensor]]]:
+        """Latents and the log-det of every layer in order, as ``(name, logdet[B])`` (for teaching)."""
+        zs, _, parts = self._encode(x, trace=True)
+        return zs, parts
+
+    def inverse(self, zs: Sequence[Tensor]) -> Tensor:
+        """Latents (list of L tensors ``[B, *latent_shapes[l]]``) → images ``[B, C, H, W]`` in (0, 1)."""
+        self._check_latents(zs)
+        h = zs[-1]
+        for i in range(len(self.scales) - 1, -1, -1):
+            if i < len(self.scales) - 1:
+                h = torch.cat([h, zs[i]], dim=1)
+            h = self.scales[i].inverse(h)
+        return self.preprocess.inverse(h)
+
+    def _check_latents(self, zs: Sequence[Tensor]) -> None:
+        if len(zs) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} latent levels, got {len(zs)}")
+        for level, (z, shape) in enumerate(zip(zs, self.latent_shapes, strict=True), start=1):
+            if tuple(z.shape[1:]) != shape:
+                raise ValueError(f"level {level}: expected latents [B, {', '.join(map(str, shape))}], got {list(z.shape)}")
+
+    # --- densities and sampling ----------------------------------------------------------------
+    def log_prob(self, x: Tensor) -> Tensor:
+        """``[B]`` log-density (nats) of continuous images ``x`` in (0,1)^D."""
+        zs, logdet = self(x)
+        return sum(standard_normal_logprob(z) for z in zs) + logdet
+
+    def _temperatures(self, temperature: Temperature) -> list[float]:
+        if isinstance(temperature, int | float):
+            return [float(temperature)] * self.num_levels
+        temps = [float(t) for t in temperature]
+        if len(temps) != self.num_levels:
+            raise ValueError(f"expected one temperature per level ({self.num_levels}), got {len(temps)}")
+        return temps
+
+    def sample_latents(
+        self, n: int, temperature: Temperature = 1.0, generator: torch.Generator | None = None
+    ) -> list[Tensor]:
+        """``n`` draws of every level from the prior, level ``l`` scaled by its temperature."""
+        device, dtype = self._device_probe.device, self._device_probe.dtype
+        return [
+            torch.randn((n, *shape), generator=generator, device=device, dtype=dtype) * t
+            for shape, t in zip(self.latent_shapes, self._temperatures(temperature), strict=True)
+        ]
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: Temperature = 1.0, generator: torch.Generator | None = None) -> Tensor:
+        """``[n, C, H, W]`` samples in (0, 1). ``temperature``: one float, or one value per level."""
+        return self.inverse(self.sample_latents(n, temperature, generator))
+
+    # --- training helpers ----------------------------------------------------------------------
+    def regularized_parameters(self) -> list[nn.Parameter]:
+        """The parameters the paper's L2 penalty (5e-5) applies to: weight-norm scales ``g`` and the
+        couplings' tanh scale factors."""
+        return [p for name, p in self.named_parameters() if name.endswith(".g") or name.endswith(".scale")]
+
+    def set_compute_dtype(self, dtype: torch.dtype | None) -> RealNVP:
+        """Run the s,t ResNets under autocast to ``dtype`` (e.g. ``torch.bfloat16``), or in full precision
+        for ``None``. The coupling arithmetic and log-dets stay in the input's dtype."""
+        for m in self.modules():
+            if isinstance(m, _AffineCoupling):
+                m.compute_dtype = dtype
+        return self
+
+    def set_sync_batchnorm(self, sync: bool) -> RealNVP:
+        """All-reduce the flow's batch-norm statistics across processes (DistributedDataParallel)."""
+        for m in self.modules():
+            if isinstance(m, BatchNormFlow):
+                m.sync = sync
+        return self
+
+    def bits_per_dim_of(self, log_prob: Tensor) -> Tensor:
+        """Converts a continuous log-density on (0,1)^D to bits/dim of 8-bit images (adds 8 bits)."""
+        return -log_prob / (self.dim * math.log(2.0)) + 8.0
