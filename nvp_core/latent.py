@@ -162,14 +162,20 @@ def attribute_direction(zs_a: Sequence[Tensor], zs_b: Sequence[Tensor]) -> Laten
 
 
 def apply_direction(
-    z: Sequence[Tensor], direction: Sequence[Tensor], strength: float | Sequence[float], levels: Sequence[int] | None = None
+    z: Sequence[Tensor],
+    direction: Sequence[Tensor],
+    strength: float | Sequence[float],
+    levels: Sequence[int] | None = None,
 ) -> Latents:
     """``z + strength · direction`` on the chosen levels. ``strength`` is a float (one result per input
     row) or a sequence of strengths (a strip: ``[len(strength), ...]`` from the first row of ``z``)."""
     _check_pair(z, direction)
     chosen = _levels(len(z), levels)
     if isinstance(strength, int | float):
-        return [zl + strength * d if lv in chosen else zl.clone() for lv, (zl, d) in enumerate(zip(z, direction, strict=True), 1)]
+        return [
+            zl + strength * d if lv in chosen else zl.clone()
+            for lv, (zl, d) in enumerate(zip(z, direction, strict=True), 1)
+        ]
     s = torch.as_tensor(list(strength), dtype=z[0].dtype, device=z[0].device)
     out: Latents = []
     for level, (zl, d) in enumerate(zip(z, direction, strict=True), start=1):

@@ -136,7 +136,9 @@ class RealNVP(nn.Module):
             raise ValueError(f"expected {self.num_levels} latent levels, got {len(zs)}")
         for level, (z, shape) in enumerate(zip(zs, self.latent_shapes, strict=True), start=1):
             if tuple(z.shape[1:]) != shape:
-                raise ValueError(f"level {level}: expected latents [B, {', '.join(map(str, shape))}], got {list(z.shape)}")
+                raise ValueError(
+                    f"level {level}: expected latents [B, {', '.join(map(str, shape))}], got {list(z.shape)}"
+                )
 
     # --- densities and sampling ----------------------------------------------------------------
     def log_prob(self, x: Tensor) -> Tensor:
