@@ -32,7 +32,10 @@ def save_model(
     path = Path(path)
     meta_json = json.dumps(metadata or {}, sort_keys=True)
     dtype = torch.float16 if half else torch.float32
-    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+        for k, v in model.state_dict().items()
+    }
     header = {"format": FORMAT, "config": model.config.to_json(), "metadata": meta_json}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -115,8 +118,8 @@ def load_model(
             raise CheckpointError(
                 f"{path.name}: tensor {k} has shape {list(v.shape)}, its config needs {list(expected[k].shape)}"
             )
-        if not v.dtype.is_floating_point:
-            raise CheckpointError(f"{path.name}: tensor {k} has dtype {v.dtype}, expected floating point")
+        if v.dtype.is_floating_point != expected[k].dtype.is_floating_point:
+            raise CheckpointError(f"{path.name}: tensor {k} has dtype {v.dtype}, expected {expected[k].dtype}")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
     model.to(map_location).eval()
     return model, metadata

@@ -122,14 +122,18 @@ class RealNVP(nn.Module):
         return zs, parts
 
     def inverse(self, zs: Sequence[Tensor]) -> Tensor:
-        """Latents (list of L tensors ``[B, *latent_shapes[l]]``) → images ``[B, C, H, W]`` in (0, 1)."""
+        """Latents (list of L tensors ``[B, *latent_shapes[l]]``) → images ``[B, C, H, W]`` in [0, 1].
+
+        The logit layer maps (0,1) onto the interval ``(logit α, logit 1-α)``; latents of real images always
+        land inside it, so they round-trip exactly. Prior samples can fall outside, and their pixels are
+        clipped to [0, 1]."""
         self._check_latents(zs)
         h = zs[-1]
         for i in range(len(self.scales) - 1, -1, -1):
             if i < len(self.scales) - 1:
                 h = torch.cat([h, zs[i]], dim=1)
             h = self.scales[i].inverse(h)
-        return self.preprocess.inverse(h)
+        return self.preprocess.inverse(h).clamp(0.0, 1.0)
 
     def _check_latents(self, zs: Sequence[Tensor]) -> None:
         if len(zs) != self.num_levels:
