@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import FlowConfig
+from .fileio import atomic_write
 from .model import RealNVP
 
 FORMAT = "nvp_core/1"
@@ -37,18 +37,7 @@ def save_model(
         for k, v in model.state_dict().items()
     }
     header = {"format": FORMAT, "config": model.config.to_json(), "metadata": meta_json}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
