@@ -1,0 +1,98 @@
+"""The trainer end to end on the tiny digits preset: it learns, writes loadable checkpoints, and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from nvp_core import RealNVP, load_model
+from train.config import preset
+from train.data import load_dataset
+from train.evaluate import test_bits_per_dim
+from train.loop import RunOptions, train
+
+
+def tiny(**changes):
+    cfg = preset("digits-tiny").with_updates(epochs=0, eval_limit=64, **changes)
+    return cfg
+
+
+def run(cfg, out: Path, **opts) -> dict:
+    torch.set_num_threads(1)
+    return train(cfg, RunOptions(out=out, progress=False, **opts))
+
+
+def test_digits_tiny_learns_and_writes_a_loadable_checkpoint(tmp_path):
+    cfg = tiny(max_steps=40, warmup_steps=5)
+    splits = load_dataset("digits")
+    torch.manual_seed(cfg.seed)
+    untrained = RealNVP(cfg.flow_config(1, 8))
+    before = test_bits_per_dim(untrained, splits.test[:64])
+
+    run(cfg, tmp_path)
+
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records and records[-1]["step"] == 40
+    assert set(records[-1]) >= {"step", "epoch", "train_bpd", "test_bpd", "lr", "images_per_s", "wall_time"}
+    assert records[-1]["test_bpd"] < before - 0.5, (before, records)
+
+    model, meta = load_model(tmp_path / "best.safetensors")
+    assert meta["dataset"] == "digits" and meta["class_names"] == [str(i) for i in range(10)]
+    assert meta["test_bpd"] == pytest.approx(records[-1]["test_bpd"])
+    assert test_bits_per_dim(model, splits.test[:64]) == pytest.approx(meta["test_bpd"], abs=1e-4)
+    x = model.sample(8, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    assert x.shape == (8, 1, 8, 8) and torch.isfinite(x).all()
+    assert (tmp_path / "samples" / "latest.png").is_file()
+    assert (tmp_path / "last.state.safetensors").is_file() and (tmp_path / "last.state.json").is_file()
+
+
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
+    # 50 steps per epoch at batch 32: the interruption (step 35) and the end (step 60) straddle an epoch end.
+    cfg = tiny(max_steps=60, warmup_steps=10)
+    run(cfg, tmp_path / "straight")
+    stopped = run(cfg, tmp_path / "split", stop_after=35)
+    assert stopped["stopped"] and stopped["step"] == 35
+    run(cfg, tmp_path / "split", resume=True)
+
+    a = load_file(str(tmp_path / "straight" / "last.state.safetensors"))
+    b = load_file(str(tmp_path / "split" / "last.state.safetensors"))
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    ja = json.loads((tmp_path / "straight" / "last.state.json").read_text())["counters"]
+    jb = json.loads((tmp_path / "split" / "last.state.json").read_text())["counters"]
+    assert (
+        (ja["step"], ja["epoch"], ja["batch_in_epoch"])
+        == (jb["step"], jb["epoch"], jb["batch_in_epoch"])
+        == (60, 1, 10)
+    )
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    run(tiny(max_steps=3), tmp_path, stop_after=2)
+    with pytest.raises(ValueError, match="settings differ"):
+        run(tiny(max_steps=3, lr=5e-4), tmp_path, resume=True)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
+    import train.loop as loop
+
+    monkeypatch.setattr(loop, "loss_bits_per_dim", lambda net, model, x: net(x)[1].mean() * math.inf)
+    with pytest.raises(loop.TrainingError, match="non-finite steps in a row"):
+        run(tiny(max_steps=100), tmp_path)
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count("skipped") == loop.MAX_BAD_STEPS
+
+
+def test_lr_schedule_warms_up_then_anneals():
+    from train.schedule import budget_progress, learning_rate
+
+    lrs = [learning_rate(1e-3, s, 10, budget_progress(s, 0.0, 100, 0.0), "cosine", 0.01) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and max(lrs) <= 1e-3
+    assert lrs[9] > lrs[50] > lrs[99] >= 1e-5 - 1e-12
+    assert budget_progress(0, 30.0, 0, 60.0) == pytest.approx(0.5)

@@ -1,0 +1,41 @@
+"""``python -m train`` / ``nvp-train``: train a Real NVP flow. See ``--help``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .config import PRESETS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point. Exit codes: 0 done, 1 training diverged, 2 bad flags or data, 130 interrupted."""
+    import torch
+
+    from .cli import parse
+    from .loop import TrainingError, train
+
+    try:
+        cfg, opts, args = parse(argv)
+        if args.list_presets:
+            print(json.dumps(PRESETS, indent=2))
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if not opts.resume and (opts.out / "last.state.json").exists():
+            raise ValueError(f"{opts.out} already holds a run; pass --resume to continue it, or choose another --out")
+        train(cfg, opts)
+    except TrainingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # bad flags, data or resume state: the message names the fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with the same flags and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The training configuration: one dataclass, and the presets as plain data."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from nvp_core import FlowConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (the run folder and device aside).
+
+    Model size: ``num_scales``, ``num_blocks``, ``mid_channels``, ``max_mid_channels`` (see
+    :class:`nvp_core.FlowConfig`). ``channels``/``image_size`` of ``0`` mean "the dataset's own".
+    Budgets: training stops at whichever of ``epochs``, ``max_steps`` or ``max_minutes`` comes first
+    (``0`` = no limit of that kind; at least one must be set).
+    """
+
+    dataset: str = "fashion-mnist"
+    image_size: int = 0
+    channels: int = 0
+    # model
+    num_scales: int = 3
+    num_blocks: int = 4
+    mid_channels: int = 64
+    max_mid_channels: int | None = None
+    # optimisation (paper, sec. 4.1)
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    l2: float = 5e-5
+    grad_clip: float = 100.0
+    warmup_steps: int = 200
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    # budgets
+    epochs: int = 10
+    max_steps: int = 0
+    max_minutes: float = 0.0
+    # data
+    flip: bool | None = None
+    test_fraction: float = 0.1
+    # evaluation and output
+    eval_limit: int = 0
+    sample_temperatures: tuple[float, ...] = (1.0, 0.85, 0.7, 0.5)
+    samples_per_temperature: int = 10
+    bn_recalibration_batches: int = 0
+    log_every: int = 50
+    seed: int = 0
+    precision: str = "auto"
+    half_checkpoint: bool = False
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(msg)
+
+        need(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        need(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        need(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "Adam betas must be in [0, 1)")
+        need(self.l2 >= 0, f"--l2 must be >= 0, got {self.l2}")
+        need(self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}")
+        need(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        need(self.schedule in ("cosine", "constant"), f"--schedule must be cosine or constant, got {self.schedule}")
+        need(0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        need(min(self.epochs, self.max_steps, self.max_minutes) >= 0, "budgets must be >= 0")
+        need(
+            self.epochs > 0 or self.max_steps > 0 or self.max_minutes > 0,
+            "no training budget: set --epochs, --max-steps or --max-minutes",
+        )
+        need(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        need(
+            self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision}"
+        )
+        need(self.eval_limit >= 0 and self.bn_recalibration_batches >= 0, "counts must be >= 0")
+        need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
+        need(len(self.sample_temperatures) >= 1, "need at least one sample temperature")
+        need(self.samples_per_temperature >= 1, "need at least one sample per temperature")
+
+    def flow_config(self, channels: int, image_size: int) -> FlowConfig:
+        """The model for images ``[B, channels, image_size, image_size]`` (raises ValueError if it does not fit)."""
+        return FlowConfig(
+            in_channels=channels,
+            image_size=image_size,
+            num_scales=self.num_scales,
+            mid_channels=self.mid_channels,
+            num_blocks=self.num_blocks,
+            max_mid_channels=self.max_mid_channels,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["sample_temperatures"] = list(self.sample_temperatures)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}")
+        d = dict(d)
+        if "sample_temperatures" in d:
+            d["sample_temperatures"] = tuple(float(t) for t in d["sample_temperatures"])
+        return cls(**d)
+
+    def with_updates(self, **changes: Any) -> TrainConfig:
+        return replace(self, **changes)
+
+
+# Presets as data: a name -> the fields it sets. Flags given on the command line override them.
+PRESETS: dict[str, dict[str, Any]] = {
+    # Paper, sec. 4.1 and appendix: CIFAR-10 uses 8 residual blocks of 64 features and 2 scales.
+    "paper-cifar10": {"dataset": "cifar10", "num_scales": 2, "num_blocks": 8, "mid_channels": 64, "epochs": 100},
+    # Downsampled ImageNet 32x32: 4 residual blocks, 32 features.
+    "paper-imagenet32": {"image_size": 32, "num_scales": 3, "num_blocks": 4, "mid_channels": 32, "epochs": 20},
+    # CelebA at 64x64 (the paper's crop and resize): 2 residual blocks, 32 features.
+    "paper-celeba": {
+        "dataset": "celeba",
+        "image_size": 64,
+        "num_scales": 4,
+        "num_blocks": 2,
+        "mid_channels": 32,
+        "epochs": 20,
+    },
+    # The shipped Fashion-MNIST model (models/fashion_mnist.safetensors): sized for a CPU in ~1 hour.
+    "fashion-mnist": {
+        "dataset": "fashion-mnist",
+        "num_scales": 3,
+        "num_blocks": 2,
+        "mid_channels": 32,
+        "max_mid_channels": 64,
+        "epochs": 10,
+        "bn_recalibration_batches": 100,
+    },
+    # The shipped 8x8 digits model (models/digits.safetensors): a few minutes on a CPU.
+    "digits": {
+        "dataset": "digits",
+        "num_scales": 2,
+        "num_blocks": 2,
+        "mid_channels": 32,
+        "epochs": 60,
+        "warmup_steps": 100,
+        "log_every": 10,
+    },
+    # Trains in seconds: for tests and smoke runs.
+    "digits-tiny": {
+        "dataset": "digits",
+        "num_scales": 2,
+        "num_blocks": 1,
+        "mid_channels": 8,
+        "epochs": 1,
+        "batch_size": 32,
+        "warmup_steps": 5,
+        "samples_per_temperature": 4,
+        "log_every": 5,
+        "precision": "fp32",
+    },
+}
+
+
+def preset(name: str) -> TrainConfig:
+    """The :class:`TrainConfig` of a preset (ValueError naming the known presets otherwise)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return TrainConfig(**PRESETS[name])

@@ -1,0 +1,119 @@
+"""Evaluation in float32 and eval mode: test bits/dim with fixed noise, sample grids, batch-norm recalibration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from torch import nn
+
+from nvp_core import BatchNormFlow, RealNVP, bits_per_dim, dequantize
+
+EVAL_BATCH = 500
+EVAL_SEED = 1000  # batch i of the test set uses dequantisation noise seed EVAL_SEED + i
+
+
+@contextmanager
+def eval_float32(model: RealNVP) -> Iterator[RealNVP]:
+    """Eval mode and full precision inside; the previous mode and compute dtype are restored after."""
+    was_training = model.training
+    dtypes = [m.compute_dtype for m in model.modules() if hasattr(m, "compute_dtype")]
+    model.eval().set_compute_dtype(None)
+    try:
+        yield model
+    finally:
+        for m, dt in zip([m for m in model.modules() if hasattr(m, "compute_dtype")], dtypes, strict=True):
+            m.compute_dtype = dt
+        model.train(was_training)
+
+
+@torch.no_grad()
+def test_bits_per_dim(model: RealNVP, images: torch.Tensor, rank: int = 0, world: int = 1) -> float:
+    """Mean bits/dim of ``uint8 [N, C, H, W]`` in eval mode, float32. Batch ``i`` gets noise seed
+    ``EVAL_SEED + i``, so the value does not depend on how many processes share the work."""
+    total = torch.zeros(2, dtype=torch.float64)
+    with eval_float32(model):
+        for i, start in enumerate(range(0, len(images), EVAL_BATCH)):
+            if i % world != rank:
+                continue
+            bpd = bits_per_dim(model, images[start : start + EVAL_BATCH], seed=EVAL_SEED + i)
+            total += torch.tensor([bpd.double().sum().item(), bpd.numel()], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(total)
+    return float(total[0] / total[1])
+
+
+@torch.no_grad()
+def sample_grid(model: RealNVP, temperatures: tuple[float, ...], per_row: int, seed: int) -> np.ndarray:
+    """One row of ``per_row`` samples per temperature, as a ``uint8 [H, W, C]`` image (fixed seed)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    with eval_float32(model):
+        device = next(model.parameters()).device
+        for t in temperatures:
+            zs = [torch.randn((per_row, *s), generator=gen) * t for s in model.latent_shapes]
+            x = model.inverse([z.to(device) for z in zs]).float().cpu()
+            rows.append(x)
+    return images_to_grid(torch.stack(rows))
+
+
+def images_to_grid(x: torch.Tensor, pad: int = 2, min_cell: int = 32) -> np.ndarray:
+    """``[rows, cols, C, H, W]`` floats in [0, 1] -> ``uint8 [H', W', C]`` with padding, upscaled (nearest)
+    so that each cell is at least ``min_cell`` pixels."""
+    x = torch.nan_to_num(x, nan=0.0).clamp(0, 1)
+    rows, cols, c, h, w = x.shape
+    k = max(1, -(-min_cell // h))
+    x = x.repeat_interleave(k, dim=3).repeat_interleave(k, dim=4)
+    h, w = h * k, w * k
+    grid = torch.ones(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
+    for r in range(rows):
+        for j in range(cols):
+            top, left = pad + r * (h + pad), pad + j * (w + pad)
+            grid[:, top : top + h, left : left + w] = x[r, j]
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Writes ``uint8 [H, W, C]`` (C = 1 or 3) as a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
+    img.save(path)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: RealNVP, batches: Iterator[torch.Tensor]) -> int:
+    """Recomputes the running averages of every batch norm (the flow's and the s,t ResNets') as the plain
+    mean over ``batches`` of continuous images in train mode, instead of the exponential average of the
+    training trajectory. Returns the number of batches used. Parameters are not touched."""
+    flow_bns = [m for m in model.modules() if isinstance(m, BatchNormFlow)]
+    net_bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum) for m in flow_bns] + [m.momentum for m in net_bns]
+    for m in net_bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    n = 0
+    try:
+        for n, x in enumerate(batches, start=1):
+            for m in flow_bns:
+                m.momentum = 1.0 / n  # lerp with 1/n is the running mean of the batch statistics
+            model(x)
+    finally:
+        for m, mom in zip(flow_bns + net_bns, saved, strict=True):
+            m.momentum = mom
+        model.train(was_training)
+    return n
+
+
+def recalibration_batches(images: torch.Tensor, n: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """``n`` random batches of dequantised training images (float32), from their own generator."""
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        idx = torch.randint(0, len(images), (batch_size,), generator=gen)
+        yield dequantize(images[idx], gen)

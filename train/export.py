@@ -1,0 +1,123 @@
+"""Turns a finished run into the shipped model files (the contract between ``train/`` and ``app/``)::
+
+    models/<name>.safetensors     the best checkpoint (float16 storage when evaluation is unchanged)
+    models/<name>.gallery.npz     images uint8 [N, C, H, W], labels int64 [N], class_names — test split
+    models/<name>.metrics.jsonl   the run's metrics
+    models/<name>.samples.png     the run's latest sample grid
+
+``python -m train.export --run runs/fashion_mnist --name fashion_mnist`` (see ``--help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nvp_core import CheckpointError, load_model, save_model
+
+from .data import DataError, load_dataset
+from .evaluate import sample_grid, save_png, test_bits_per_dim
+
+HALF_TOLERANCE = 1e-3  # bits/dim: float16 storage is used only if it changes the gallery value less than this
+
+
+def gallery_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
+    """The first ``per_class`` test images of each class, in test-set order (all images if unlabelled)."""
+    if labels.size == 0 or labels.min() < 0:
+        return np.arange(min(len(labels), per_class * 10))
+    picks = [np.flatnonzero(labels == c)[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks))
+
+
+def gallery_bits_per_dim(model: torch.nn.Module, images: np.ndarray | torch.Tensor) -> float:
+    """Mean test bits/dim of gallery images with the trainer's fixed evaluation noise."""
+    return test_bits_per_dim(model, torch.as_tensor(np.asarray(images)))  # type: ignore[arg-type]
+
+
+def export_run(
+    run: Path,
+    name: str,
+    models_dir: Path,
+    per_class: int = 300,
+    data_dir: Path | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Writes the shipped files for ``run``'s best checkpoint; returns a summary for the model card."""
+    model, meta = load_model(run / "best.safetensors")
+    splits = load_dataset(meta["dataset"], data_dir, meta["image_size"], meta["channels"], False)
+    labels = splits.test_labels.numpy()
+    idx = gallery_indices(labels, per_class)
+    images, gallery_labels = splits.test.numpy()[idx], labels[idx]
+    fp32_bpd = gallery_bits_per_dim(model, images)
+    meta = {**meta, **(extra_metadata or {})}
+
+    # Try float16 storage: keep it only if the evaluation does not move.
+    models_dir.mkdir(parents=True, exist_ok=True)
+    target = models_dir / f"{name}.safetensors"
+    with tempfile.TemporaryDirectory() as tmp:
+        half_path = Path(tmp) / "half.safetensors"
+        save_model(model, half_path, {**meta, "gallery_bpd": fp32_bpd}, half=True)
+        half_model, _ = load_model(half_path)
+        half_bpd = gallery_bits_per_dim(half_model, images)
+    half = abs(half_bpd - fp32_bpd) < HALF_TOLERANCE
+    final_model = half_model if half else model
+    meta.update(
+        gallery_bpd=half_bpd if half else fp32_bpd, gallery_size=len(idx), storage="float16" if half else "float32"
+    )
+    save_model(final_model, target, meta, half=half)
+
+    np.savez_compressed(
+        models_dir / f"{name}.gallery.npz",
+        images=images.astype(np.uint8),
+        labels=gallery_labels.astype(np.int64),
+        class_names=np.array(splits.class_names, dtype=str),
+    )
+    if (run / "metrics.jsonl").is_file():
+        shutil.copyfile(run / "metrics.jsonl", models_dir / f"{name}.metrics.jsonl")
+    grid = sample_grid(final_model, (1.0, 0.85, 0.7, 0.5), 10, seed=0)
+    save_png(grid, models_dir / f"{name}.samples.png")
+    return {
+        "file": str(target),
+        "size_bytes": target.stat().st_size,
+        "storage": meta["storage"],
+        "gallery_bpd_fp32": fp32_bpd,
+        "gallery_bpd_stored": meta["gallery_bpd"],
+        "gallery_size": len(idx),
+        "test_bpd": meta.get("test_bpd"),
+        "step": meta.get("step"),
+        "epoch": meta.get("epoch"),
+        "train_time_s": meta.get("train_time_s"),
+        "hardware": meta.get("hardware"),
+        "parameters": sum(p.numel() for p in final_model.parameters()),
+        "config": final_model.config.to_dict(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="run folder with best.safetensors and metrics.jsonl")
+    p.add_argument("--name", required=True, help="base name of the files, e.g. fashion_mnist")
+    p.add_argument("--models-dir", type=Path, default=Path("models"), help="where to write (default models/)")
+    p.add_argument("--per-class", type=int, default=300, help="gallery images per class (default 300)")
+    p.add_argument("--data-dir", type=Path, help="dataset folder, as for training")
+    p.add_argument("--meta", default="{}", help="extra JSON metadata for the checkpoint")
+    args = p.parse_args(argv)
+    try:
+        summary = export_run(args.run, args.name, args.models_dir, args.per_class, args.data_dir, json.loads(args.meta))
+    except (CheckpointError, DataError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The training loop, readable top to bottom: data, model, optimiser, then epochs of steps with an
+evaluation, a sample grid, metrics and checkpoints after each epoch."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from nvp_core import RealNVP, dequantize, load_model, save_model
+from nvp_core.base import standard_normal_logprob
+
+from .config import TrainConfig
+from .data import Splits, load_dataset
+from .distributed import DistInfo, init_distributed, resolve_device, shutdown
+from .evaluate import recalibrate_batchnorm, recalibration_batches, sample_grid, save_png, test_bits_per_dim
+from .metrics import MetricsWriter, hardware_description
+from .schedule import budget_progress, learning_rate
+from .state import StateError, load_state, save_state
+
+MAX_BAD_STEPS = 25  # consecutive non-finite steps before the run gives up
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (e.g. the loss keeps diverging); the message says why and what to try."""
+
+
+@dataclass
+class RunOptions:
+    """What is not part of the recipe: where the data and outputs are, the device, resuming."""
+
+    out: Path
+    data_dir: Path | None = None
+    device: str = "auto"
+    resume: bool = False
+    preset: str | None = None
+    command: str = ""
+    progress: bool = True
+    checkpoint_minutes: float = 10.0
+    stop_after: int = 0  # stop this invocation after that many steps, leaving a resume state
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast for the s,t ResNets where it is fast (CUDA, or a CPU with AMX); float32 otherwise.
+    On a CPU without AMX (AVX2 only) bf16 convolutions are ~10x slower than float32, measured."""
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp32":
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return torch.bfloat16 if "amx_bf16" in flags else None
+
+
+def build_optimizer(model: RealNVP, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with the paper's L2 applied, as coupled weight decay in its own parameter group (the same as a
+    loss term ``l2/2 * ||p||^2``), to the weight-norm scales and the coupling scale factors only."""
+    reg = {id(p) for p in model.regularized_parameters()}
+    decayed = [p for p in model.parameters() if id(p) in reg]
+    plain = [p for p in model.parameters() if id(p) not in reg]
+    groups = [{"params": decayed, "weight_decay": cfg.l2}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+
+
+def train_batch(splits: Splits, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Dequantised (and, where the dataset uses them, randomly flipped) training images, float32."""
+    x = splits.train[idx]
+    if splits.flip:
+        flip = torch.rand(len(idx), generator=gen) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return dequantize(x, gen)
+
+
+def loss_bits_per_dim(net: torch.nn.Module, model: RealNVP, x: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood in bits/dim (without the +8 of the 8-bit bins). ``net`` is the model
+    or its DDP wrapper: its ``forward`` must be the call so that DDP synchronises gradients."""
+    zs, logdet = net(x)
+    log_prob = sum(standard_normal_logprob(z) for z in zs) + logdet
+    return -(log_prob.mean()) / (model.dim * math.log(2.0))
+
+
+def checkpoint_metadata(cfg: TrainConfig, opts: RunOptions, splits: Splits, extra: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dataset": splits.name,
+        "image_size": splits.image_size,
+        "channels": splits.channels,
+        "class_names": splits.class_names,
+        "preset": opts.preset,
+        "command": opts.command,
+        "train_config": cfg.to_dict(),
+        **extra,
+    }
+
+
+# Budgets may change on --resume (to extend a run); everything else must match the saved run.
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "eval_limit", "log_every"}
+
+
+def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    keys = (set(saved) | set(now)) - _RESUMABLE_CHANGES
+    return all(saved.get(k) == now.get(k) for k in keys)
+
+
+def synced_elapsed(di: DistInfo, seconds: float) -> float:
+    """Rank 0's elapsed time on every rank, so that time budgets end every process at the same step."""
+    if not di.enabled:
+        return seconds
+    t = torch.tensor([seconds], dtype=torch.float64)
+    torch.distributed.broadcast(t, 0)
+    return float(t.item())
+
+
+def max_param_diff_across_ranks(model: torch.nn.Module) -> float:
+    """Largest difference between any parameter or buffer and rank 0's copy (0.0 when DDP kept them equal)."""
+    diff = torch.zeros((), dtype=torch.float64)
+    for t in list(model.parameters()) + list(model.buffers()):
+        ref = t.detach().clone()
+        torch.distributed.broadcast(ref, 0)
+        diff = torch.maximum(diff, (t.detach() - ref).abs().max().double().cpu())
+    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
+    return float(diff)
+
+
+def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
+    """Runs (or resumes) training; returns the final metrics. Raises ValueError for bad settings or data
+    (shown to the user as they are) and :class:`TrainingError` when training diverges."""
+    # --- processes, device, data --------------------------------------------------------------
+    want_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
+    dist_info = init_distributed("cuda" if want_cuda else "cpu")
+    try:
+        return _train(cfg, opts, dist_info)
+    finally:
+        shutdown(dist_info)
+
+
+def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
+    device = resolve_device(opts.device, di)
+    if cfg.batch_size % di.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {di.world}")
+    local_batch = cfg.batch_size // di.world
+    torch.manual_seed(cfg.seed)
+    splits = load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
+    if len(splits.train) < cfg.batch_size:
+        raise ValueError(f"only {len(splits.train)} training images, fewer than --batch-size {cfg.batch_size}")
+    test_images = splits.test[: cfg.eval_limit] if cfg.eval_limit else splits.test
+
+    # --- model and optimiser ------------------------------------------------------------------
+    model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
+    compute_dtype = resolve_precision(cfg.precision, device)
+    model.set_compute_dtype(compute_dtype)
+    optimizer = build_optimizer(model, cfg)
+    net: torch.nn.Module = model
+    if di.enabled:
+        model.set_sync_batchnorm(True)  # the flow's batch norm is part of the density: all-reduce its statistics
+        if device.type == "cuda":
+            # SyncBatchNorm needs a GPU; on CPU (gloo) each process normalises the s,t ResNets with its own
+            # batch, and DDP broadcasts rank 0's running averages so that the ranks' models stay identical.
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = DistributedSampler(
+        range(len(splits.train)), num_replicas=di.world, rank=di.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
+    steps_per_epoch = len(sampler) // local_batch
+    total_steps = cfg.max_steps if cfg.max_steps else 0
+    if cfg.epochs:
+        total_steps = min(total_steps or 10**12, cfg.epochs * steps_per_epoch)
+    max_seconds = cfg.max_minutes * 60.0
+    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + di.rank)
+
+    # --- counters, resume ---------------------------------------------------------------------
+    step, epoch, batch_in_epoch, elapsed_before, best_bpd = 0, 0, 0, 0.0, math.inf
+    if opts.resume:
+        try:
+            model_sd, optim_sd, counters = load_state(opts.out)
+        except StateError as e:
+            raise ValueError(str(e)) from None
+        if not same_recipe(counters.get("train_config", {}), cfg.to_dict()):
+            raise ValueError(
+                f"--resume: the settings differ from the run in {opts.out}; resume with the same flags "
+                f"(saved: {counters.get('train_config')})"
+            )
+        model.load_state_dict(model_sd)
+        optimizer.load_state_dict(optim_sd)
+        step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
+        elapsed_before, best_bpd = counters["elapsed_s"], counters["best_bpd"]
+        torch.set_rng_state(counters["rng"]["torch"])
+        noise_gen.set_state(counters["rng"][f"noise{di.rank}"])
+    out = opts.out
+    metrics = MetricsWriter(out, enabled=di.is_main)
+    if di.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics.note(
+            f"{'resumed' if opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
+            f"{len(test_images)} test images {list(splits.train.shape[1:])}, "
+            f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}, "
+            f"compute {compute_dtype or torch.float32}"
+            + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
+        )
+
+    def elapsed() -> float:
+        return elapsed_before + time.time() - t_start
+
+    def rng_states() -> dict[str, torch.Tensor]:
+        # Every rank's noise generator is gathered so that any rank can resume its own stream.
+        states = {"torch": torch.get_rng_state(), f"noise{di.rank}": noise_gen.get_state()}
+        if di.enabled:
+            gathered: list[Any] = [None] * di.world
+            torch.distributed.all_gather_object(gathered, noise_gen.get_state().tolist())
+            states.update({f"noise{r}": torch.tensor(s, dtype=torch.uint8) for r, s in enumerate(gathered)})
+        return states
+
+    def save_all(extra: dict[str, Any], test_bpd: float | None) -> None:
+        nonlocal best_bpd
+        states = rng_states()  # collective: every rank must call it
+        if not di.is_main:
+            return
+        meta = checkpoint_metadata(cfg, opts, splits, extra)
+        save_model(model, out / "last.safetensors", meta, half=cfg.half_checkpoint)
+        if test_bpd is not None and test_bpd < best_bpd:
+            best_bpd = test_bpd
+            save_model(model, out / "best.safetensors", meta, half=cfg.half_checkpoint)
+        counters = {
+            "step": step,
+            "epoch": epoch,
+            "batch_in_epoch": batch_in_epoch,
+            "elapsed_s": elapsed(),
+            "best_bpd": best_bpd,
+            "train_config": cfg.to_dict(),
+        }
+        save_state(out, model, optimizer, states, counters)
+
+    def evaluate_and_save(train_bpd: float, images_per_s: float, final: bool = False) -> float:
+        test_bpd = test_bits_per_dim(model, test_images.to(device), di.rank, di.world)
+        record = {
+            "step": step,
+            "epoch": round(step * cfg.batch_size / len(splits.train), 4),
+            "train_bpd": train_bpd,
+            "test_bpd": test_bpd,
+            "lr": optimizer.param_groups[0]["lr"],
+            "images_per_s": images_per_s,
+            "wall_time": elapsed(),
+        }
+        if di.is_main:
+            grid = sample_grid(model, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
+            save_png(grid, out / "samples" / f"step_{step:07d}.png")
+            save_png(grid, out / "samples" / "latest.png")
+        extra = {"epoch": record["epoch"], "step": step, "test_bpd": test_bpd, "train_time_s": record["wall_time"]}
+        extra["hardware"] = hardware_description(device, di.world)
+        if final:
+            record["final"] = True
+        metrics.write(record)
+        save_all(extra, test_bpd)
+        return test_bpd
+
+    # --- the loop -----------------------------------------------------------------------------
+    t_start = time.time()
+    model.train()
+    bar = tqdm(total=total_steps or None, initial=step, disable=not (opts.progress and di.is_main), unit="step")
+    bad_in_row, window_loss, window_n, window_images, window_t = 0, 0.0, 0, 0, time.time()
+    last_state_save = elapsed()
+    params = list(model.parameters())
+    stop_at = step + opts.stop_after if opts.stop_after else 0
+    done = bool((total_steps and step >= total_steps) or (max_seconds and elapsed() >= max_seconds))
+    interrupted = False
+    while not done:
+        sampler.set_epoch(epoch)
+        order = torch.tensor(list(sampler))
+        for b in range(batch_in_epoch, steps_per_epoch):
+            now = synced_elapsed(di, elapsed())  # every rank takes time decisions on rank 0's clock
+            progress = budget_progress(step, now, total_steps, max_seconds)
+            lr = learning_rate(cfg.lr, step, cfg.warmup_steps, progress, cfg.schedule, cfg.min_lr_ratio)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = train_batch(splits, order[b * local_batch : (b + 1) * local_batch], noise_gen).to(device)
+            buffers = [buf.clone() for buf in model.buffers()]
+            loss = loss_bits_per_dim(net, model, x)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            batch_in_epoch = b + 1
+            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                # Skip the step, and undo what the bad batch did to the running averages.
+                for buf, saved in zip(model.buffers(), buffers, strict=True):
+                    buf.copy_(saved)
+                bad_in_row += 1
+                metrics.note(f"step {step}: non-finite loss or gradient ({loss.item()}, {grad_norm.item()}); skipped")
+                if bad_in_row >= MAX_BAD_STEPS:
+                    raise TrainingError(
+                        f"{bad_in_row} non-finite steps in a row at step {step}: training diverged. Try a smaller "
+                        "--lr, a smaller --grad-clip, or --precision fp32; resume from the last checkpoint (--resume)"
+                    )
+                continue
+            bad_in_row = 0
+            optimizer.step()
+            step += 1
+            window_loss += loss.item()
+            window_n += 1
+            window_images += cfg.batch_size
+            if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
+                rate = window_images / max(1e-9, time.time() - window_t)
+                bar.set_postfix(loss=f"{window_loss / window_n:.3f}", bpd=f"{window_loss / window_n + 8:.3f}",
+                                img_s=f"{rate:.0f}", lr=f"{lr:.2e}")  # fmt: skip
+            bar.update(1)
+            if (total_steps and step >= total_steps) or (max_seconds and now >= max_seconds):
+                done = True
+                break
+            if stop_at and step >= stop_at:
+                done = interrupted = True
+                break
+            if opts.checkpoint_minutes and now - last_state_save > 60 * opts.checkpoint_minutes:
+                # A mid-epoch resume point for long runs (the model file is refreshed too).
+                save_all({"epoch": round(step * cfg.batch_size / len(splits.train), 4), "step": step}, None)
+                last_state_save = now
+        else:
+            # A full epoch ended.
+            epoch += 1
+            batch_in_epoch = 0
+        train_bpd = window_loss / max(1, window_n) + 8.0
+        rate = window_images / max(1e-9, time.time() - window_t)
+        if interrupted:
+            save_all({"epoch": round(step * cfg.batch_size / len(splits.train), 4), "step": step}, None)
+            metrics.note(f"stopped after step {step} (--stop-after); continue with --resume")
+            bar.close()
+            return {"step": step, "best_bpd": best_bpd, "stopped": True}
+        if batch_in_epoch == 0 or done:
+            evaluate_and_save(train_bpd, rate, final=bool(done))
+            window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
+    bar.close()
+
+    final: dict[str, Any] = {"step": step, "best_bpd": best_bpd}
+    if di.enabled:
+        final["rank_max_param_diff"] = max_param_diff_across_ranks(model)
+        metrics.note(f"parameters agree across ranks: max |difference| = {final['rank_max_param_diff']:.3g}")
+    if cfg.bn_recalibration_batches and di.is_main:
+        final.update(_recalibrate(model, splits, test_images, cfg, opts, device, best_bpd, metrics))
+    if di.is_main:
+        metrics.note(f"done: step {step}, best test bits/dim {final.get('best_bpd', best_bpd):.4f}")
+    return final
+
+
+def _recalibrate(
+    model: RealNVP,
+    splits: Splits,
+    test_images: torch.Tensor,
+    cfg: TrainConfig,
+    opts: RunOptions,
+    device: torch.device,
+    best_bpd: float,
+    metrics: MetricsWriter,
+) -> dict[str, Any]:
+    """Recomputes the batch-norm averages of the best checkpoint over training batches; keeps the result
+    (as the new best) only if it lowers the test bits/dim."""
+    best, meta = load_model(opts.out / "best.safetensors", map_location=device)
+    before = test_bits_per_dim(best, test_images.to(device))
+    batches = (x.to(device) for x in recalibration_batches(splits.train, cfg.bn_recalibration_batches, 256, cfg.seed))
+    recalibrate_batchnorm(best, batches)
+    after = test_bits_per_dim(best, test_images.to(device))
+    metrics.note(
+        f"batch-norm recalibration ({cfg.bn_recalibration_batches} batches of 256): "
+        f"test bits/dim {before:.4f} -> {after:.4f}"
+    )
+    result = {"bn_recalibration": {"before": before, "after": after}}
+    if after < before:
+        meta.update(test_bpd=after, bn_recalibrated=True, test_bpd_before_recalibration=before)
+        save_model(best, opts.out / "best.safetensors", meta, half=cfg.half_checkpoint)
+        result["best_bpd"] = after
+    return result

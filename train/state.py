@@ -1,0 +1,112 @@
+"""The resume state: model, optimiser, step counters and RNG states, stored without pickle.
+
+Tensors go to ``<stem>.state.safetensors``, everything else to ``<stem>.state.json``; both are written to
+temporary files and renamed into place, the JSON last, and each names the step so that a mismatched pair
+is detected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+STATE_FORMAT = "nvp_train_state/1"
+
+
+class StateError(ValueError):
+    """A resume state that cannot be used; the message says why."""
+
+
+def state_paths(out: Path, stem: str = "last") -> tuple[Path, Path]:
+    return out / f"{stem}.state.safetensors", out / f"{stem}.state.json"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"optim.{idx}.{key}"] = val.detach().cpu().contiguous()
+            else:
+                plain.setdefault(str(idx), {})[key] = val
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, {"param_groups": groups, "plain_state": plain}
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = val
+    for idx, st in info["plain_state"].items():
+        state.setdefault(int(idx), {}).update(st)
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in info["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_state(
+    out: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rng: dict[str, torch.Tensor],
+    counters: dict[str, Any],
+    stem: str = "last",
+) -> None:
+    """Writes the resume state. ``rng``: named generator states (uint8 tensors); ``counters``: JSON-able."""
+    t_path, j_path = state_paths(out, stem)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt_tensors, opt_info = _optimizer_split(optimizer)
+    tensors.update(opt_tensors)
+    tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    step = str(counters["step"])
+    _atomic_write(t_path, lambda tmp: save_file(tensors, tmp, metadata={"format": STATE_FORMAT, "step": step}))
+    doc = {"format": STATE_FORMAT, "counters": counters, "optimizer": opt_info}
+    _atomic_write(j_path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+
+
+def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """Reads a state written by :func:`save_state`: ``(model state_dict, optimizer state_dict, counters)``;
+    the RNG states are in ``counters["rng"]`` as tensors."""
+    t_path, j_path = state_paths(out, stem)
+    if not t_path.is_file() or not j_path.is_file():
+        raise StateError(f"nothing to resume in {out}: expected {t_path.name} and {j_path.name} (from an earlier run)")
+    try:
+        doc = json.loads(j_path.read_text())
+        tensors = load_file(str(t_path))
+    except (OSError, ValueError, SafetensorError) as e:
+        raise StateError(f"{out}: the resume state is unreadable ({e})") from None
+    if doc.get("format") != STATE_FORMAT:
+        raise StateError(f"{j_path}: not a resume state of this trainer (format {doc.get('format')!r})")
+    counters = doc["counters"]
+    from safetensors import safe_open
+
+    with safe_open(str(t_path), "pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("step") != str(counters["step"]):
+        raise StateError(f"{out}: {t_path.name} and {j_path.name} are from different steps (interrupted write?)")
+    model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    counters["rng"] = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    return model_sd, _optimizer_join(tensors, doc["optimizer"]), counters
