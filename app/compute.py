@@ -1,0 +1,155 @@
+"""Streamlit-free glue between images (uint8 numpy) and the flow (float32 tensors). All the mathematics is
+in ``nvp_core``; this module only batches, converts and packages. Everything runs under
+``torch.inference_mode()`` and never changes the model."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from nvp_core import RealNVP, bits_per_dim_breakdown, dequantize
+from nvp_core.base import standard_normal_logprob
+from nvp_core.latent import level_stats
+
+Latents = list[Tensor]
+BATCH = 64
+
+
+def model_input(images: np.ndarray) -> Tensor:
+    """uint8 ``[B, C, H, W]`` → float32 in (0, 1) at the bin centres ``(x + 0.5) / 256`` (deterministic)."""
+    return dequantize(torch.from_numpy(np.array(images, dtype=np.uint8)), noise=False)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Model output ``[B, C, H, W]`` in (0, 1) → uint8 (the 1/256 bin each value falls in)."""
+    return (x.detach().float() * 256.0).floor().clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+
+@torch.inference_mode()
+def encode(model: RealNVP, images: np.ndarray) -> Latents:
+    """uint8 ``[B, C, H, W]`` → latents (list of L tensors ``[B, *latent_shapes[l]]``), in batches."""
+    parts = [model(model_input(images[i : i + BATCH]))[0] for i in range(0, len(images), BATCH)]
+    return [torch.cat([p[lv] for p in parts]) for lv in range(model.num_levels)]
+
+
+@torch.inference_mode()
+def decode(model: RealNVP, zs: Sequence[Tensor]) -> np.ndarray:
+    """Latents ``[B, ...]`` per level → uint8 images ``[B, C, H, W]`` with one inverse call."""
+    return to_uint8(model.inverse([z.float() for z in zs]))
+
+
+@torch.inference_mode()
+def encode_with_bpd(model: RealNVP, images: np.ndarray) -> tuple[Latents, np.ndarray]:
+    """Latents and bits/dim ``[B]`` of uint8 images from one forward pass (bin-centre input, eq. 3)."""
+    zs_parts, bpd_parts = [], []
+    for i in range(0, len(images), BATCH):
+        zs, logdet = model(model_input(images[i : i + BATCH]))
+        log_prob = sum(standard_normal_logprob(z) for z in zs) + logdet
+        zs_parts.append(zs)
+        bpd_parts.append(model.bits_per_dim_of(log_prob))
+    zs = [torch.cat([p[lv] for p in zs_parts]) for lv in range(model.num_levels)]
+    return zs, torch.cat(bpd_parts).numpy()
+
+
+@torch.inference_mode()
+def reconstruction_error(model: RealNVP, image: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """``max |f⁻¹(f(x)) − x|`` on the model's continuous input, the max pixel difference after
+    quantising, and the reconstruction (uint8 ``[C, H, W]``) of one uint8 image ``[C, H, W]``."""
+    x = model_input(image[None])
+    zs, _ = model(x)
+    x_rec = model.inverse(zs)
+    rec = to_uint8(x_rec)[0]
+    return float((x_rec - x).abs().max()), int(np.abs(rec.astype(int) - image.astype(int)).max()), rec
+
+
+@torch.inference_mode()
+def breakdown(model: RealNVP, image: np.ndarray) -> dict[str, float]:
+    """``nvp_core.bits_per_dim_breakdown`` of one uint8 image ``[C, H, W]`` (fixed noise seed 0)."""
+    parts = bits_per_dim_breakdown(model, torch.from_numpy(np.ascontiguousarray(image[None])), seed=0)
+    return {k: float(v[0]) for k, v in parts.items()}
+
+
+def level_table(model: RealNVP, zs: Sequence[Tensor], parts: dict[str, float]) -> list[dict[str, object]]:
+    """Per-level statistics of the first example (``nvp_core.latent.level_stats``) with the level's
+    prior term of the bits/dim and its share of the total."""
+    total = sum(parts.values())
+    rows: list[dict[str, object]] = []
+    for row, shape in zip(level_stats(zs), model.latent_shapes, strict=True):
+        prior = parts.get(f"prior level {row['level']}", float("nan"))
+        rows.append(
+            {
+                "level": f"{row['level']}"
+                + (" (finest)" if row["level"] == 1 else "")
+                + (" (coarsest)" if row["level"] == model.num_levels and model.num_levels > 1 else ""),
+                "shape": "×".join(map(str, shape)),
+                "dims": row["dims"],
+                "share of dims": f"{100 * row['dims'] / model.dim:.1f}%",
+                "mean": row["mean"],
+                "std": row["std"],
+                "norm": row["norm"],
+                "norm/√d": row["norm_per_sqrt_dim"],
+                "prior bits/dim": prior,
+                "share of bits/dim": f"{100 * prior / total:.1f}%" if total else "–",
+            }
+        )
+    return rows
+
+
+def keep_fractions(model: RealNVP) -> list[tuple[int, float]]:
+    """``(keep_from, fraction of dimensions kept)`` for keep_from = 1 .. L+1 (appendix D columns)."""
+    dims = [math.prod(s) for s in model.latent_shapes]
+    return [(k, sum(dims[k - 1 :]) / model.dim) for k in range(1, model.num_levels + 2)]
+
+
+# --- pictures and downloads ------------------------------------------------------------------------
+def grid(images: np.ndarray, ncol: int, pad: int = 1, pad_value: int = 255) -> np.ndarray:
+    """uint8 ``[N, C, H, W]`` → one uint8 ``[C, H', W']`` mosaic with ``ncol`` columns."""
+    n, c, h, w = images.shape
+    ncol = max(1, min(ncol, n))
+    nrow = -(-n // ncol)
+    out = np.full((c, nrow * (h + pad) + pad, ncol * (w + pad) + pad), pad_value, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, ncol)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        out[:, y : y + h, x : x + w] = images[k]
+    return out
+
+
+def to_pil(image: np.ndarray, min_side: int = 0) -> Image.Image:
+    """uint8 ``[C, H, W]`` (C = 1 or 3) → PIL image, enlarged by an integer factor with nearest-neighbour
+    so that small images stay crisp (``min_side``: smallest side wanted)."""
+    arr = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+    img = Image.fromarray(np.ascontiguousarray(arr), mode="L" if image.shape[0] == 1 else "RGB")
+    factor = max(1, -(-min_side // min(img.size))) if min_side else 1
+    return img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST) if factor > 1 else img
+
+
+def png_bytes(image: np.ndarray, min_side: int = 0) -> bytes:
+    """uint8 ``[C, H, W]`` → PNG file bytes."""
+    buf = io.BytesIO()
+    to_pil(image, min_side).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def gif_bytes(frames: np.ndarray, min_side: int = 112, ms: int = 120, boomerang: bool = True) -> bytes:
+    """uint8 ``[N, C, H, W]`` frames → looping animated GIF bytes (there and back when ``boomerang``)."""
+    seq = list(frames) + (list(frames[-2:0:-1]) if boomerang else [])
+    pics = [to_pil(f, min_side).convert("RGB" if f.shape[0] == 3 else "L") for f in seq]
+    buf = io.BytesIO()
+    pics[0].save(buf, format="GIF", save_all=True, append_images=pics[1:], duration=ms, loop=0)
+    return buf.getvalue()
+
+
+def npz_bytes(zs: Sequence[Tensor] | None = None, **arrays: np.ndarray) -> bytes:
+    """Latents (as ``level_1`` .. ``level_L``) and any other arrays → ``.npz`` bytes (no pickles)."""
+    data = {f"level_{i}": z.detach().cpu().numpy() for i, z in enumerate(zs or [], start=1)}
+    data.update(arrays)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **data)
+    return buf.getvalue()

@@ -1,0 +1,129 @@
+"""Where the app finds checkpoints and the files that travel with them (one place, so tests can redirect it).
+
+Layout (see the shipped ``models/`` folder): ``<name>.safetensors`` with ``<name>.gallery.npz`` (test images),
+``<name>.metrics.jsonl`` (training curve) and a ``README.md`` model card beside them. A run folder written by
+``train/`` (``best.safetensors``, ``last.safetensors``, ``metrics.jsonl``) works too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ENV_DIR = "NVP_MODELS_DIR"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The Fashion-MNIST model is the one the app opens with when it is there.
+PREFERRED = ("fashion_mnist", "digits")
+
+
+def models_dir() -> Path:
+    """The folder of bundled checkpoints: ``$NVP_MODELS_DIR`` when set, else ``<repo>/models``."""
+    env = os.environ.get(ENV_DIR)
+    return Path(env).expanduser() if env else REPO_ROOT / "models"
+
+
+def list_checkpoints(folder: Path | None = None) -> list[Path]:
+    """Model checkpoints in ``folder`` (default :func:`models_dir`), preferred names first.
+
+    Resume states (``*.state.safetensors``) are optimiser snapshots, not models, and are skipped."""
+    folder = models_dir() if folder is None else folder
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
+
+    def rank(p: Path) -> tuple[int, str]:
+        stem = p.name.removesuffix(".safetensors")
+        return (PREFERRED.index(stem) if stem in PREFERRED else len(PREFERRED), stem)
+
+    return sorted(found, key=rank)
+
+
+def find_checkpoint(stem: str, folder: Path | None = None) -> Path | None:
+    """The checkpoint ``<stem>.safetensors`` among :func:`list_checkpoints`, or ``None``."""
+    for p in list_checkpoints(folder):
+        if p.name == f"{stem}.safetensors":
+            return p
+    return None
+
+
+def _stem(ckpt: Path) -> str:
+    return ckpt.name.removesuffix(".safetensors")
+
+
+def gallery_path(ckpt: Path) -> Path | None:
+    """``<stem>.gallery.npz`` next to the checkpoint, else ``gallery.npz`` in its folder."""
+    for p in (ckpt.with_name(f"{_stem(ckpt)}.gallery.npz"), ckpt.with_name("gallery.npz")):
+        if p.is_file():
+            return p
+    return None
+
+
+def metrics_path(ckpt: Path) -> Path | None:
+    """The training curve: ``<stem>.metrics.jsonl`` next to the checkpoint, else the run folder's ``metrics.jsonl``."""
+    for p in (ckpt.with_name(f"{_stem(ckpt)}.metrics.jsonl"), ckpt.with_name("metrics.jsonl")):
+        if p.is_file():
+            return p
+    return None
+
+
+def model_card_path(ckpt: Path) -> Path | None:
+    """``README.md`` in the checkpoint's folder (the model card), if any."""
+    p = ckpt.with_name("README.md")
+    return p if p.is_file() else None
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Test-split images ``[N, C, H, W]`` uint8, labels ``[N]`` int64 and the class names."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+
+    def label_name(self, i: int) -> str:
+        k = int(self.labels[i])
+        return self.class_names[k] if 0 <= k < len(self.class_names) else str(k)
+
+
+class GalleryError(ValueError):
+    """A gallery file that cannot be used; the message says why."""
+
+
+def load_gallery(path: Path, channels: int, size: int) -> Gallery:
+    """Reads a gallery ``.npz`` (never unpickles) and checks it matches the model's ``[C, size, size]``."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            images = np.asarray(f["images"])
+            labels = np.asarray(f["labels"]).astype(np.int64) if "labels" in f else np.zeros(len(images), np.int64)
+            names = [str(n) for n in f["class_names"]] if "class_names" in f else []
+    except (OSError, ValueError, KeyError) as e:
+        raise GalleryError(f"{path.name}: not a usable gallery ({e})") from None
+    if images.ndim == 3:
+        images = images[:, None]
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
+        raise GalleryError(
+            f"{path.name}: images are {images.dtype} {list(images.shape)}, the model needs uint8 [N, {channels}, "
+            f"{size}, {size}]"
+        )
+    if not names:
+        names = [str(k) for k in range(int(labels.max()) + 1 if len(labels) else 0)]
+    return Gallery(images=images, labels=labels, class_names=names)
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    """The numeric fields of each JSON line of a metrics file (bad lines are skipped: a run may be writing)."""
+    rows: list[dict[str, float]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            row = {k: float(v) for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            if row:
+                rows.append(row)
+    return rows

@@ -1,0 +1,122 @@
+"""Latent map: the test set's latents projected by PCA, per level or all levels together."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import compute, state, widgets
+
+ctx = state.current()
+model = ctx.model
+L = model.num_levels
+st.title("Latent map")
+st.caption(
+    "Each dot is a test image, placed by the two main directions (PCA) of its latents. Select dots with the "
+    "box or lasso tool to see the images; the star is the image from the Encode page, ringed dots its nearest "
+    "neighbours in the full latent space of the chosen levels."
+)
+gl = widgets.need_gallery(ctx)
+g = state.gallery(ctx)
+if gl is None or g is None:
+    st.stop()
+
+choices = ["all levels", *range(1, L + 1)]
+c1, c2 = st.columns([2, 1])
+choice = (
+    c1.segmented_control(
+        "Latents of",
+        choices,
+        default="all levels",
+        key=ctx.k("lm_level"),
+        format_func=lambda c: c if isinstance(c, str) else widgets.level_name(ctx, c),
+    )
+    or "all levels"
+)
+k_nn = c2.slider("Neighbours", 1, 16, 8, key=ctx.k("lm_k"))
+levels = tuple(range(1, L + 1)) if choice == "all levels" else (int(choice),)
+pca, pts = state.pca_projection(ctx.key, levels, gl)
+
+cur = state.current_image(ctx)
+assert cur is not None  # a gallery exists
+cur_img, cur_desc = cur
+zc = compute.encode(model, cur_img[None])
+feat = state.flat_latents([z.numpy() for z in zc], levels)
+star = pca.transform(feat)[0]
+dist = np.linalg.norm(state.flat_latents(list(gl.levels), levels) - feat, axis=1)
+nn = np.argsort(dist)[:k_nn]
+
+fig = go.Figure()
+for c, name in enumerate(g.class_names):
+    idx = np.flatnonzero(gl.labels == c)
+    if len(idx):
+        fig.add_trace(
+            go.Scatter(
+                x=pts[idx, 0],
+                y=pts[idx, 1],
+                mode="markers",
+                name=name,
+                customdata=idx,
+                marker={"size": 6, "opacity": 0.75},
+                hovertemplate=f"{name} #%{{customdata}}<extra></extra>",
+            )
+        )
+fig.add_trace(
+    go.Scatter(
+        x=pts[nn, 0],
+        y=pts[nn, 1],
+        mode="markers",
+        name="neighbours",
+        customdata=nn,
+        marker={"size": 13, "color": "rgba(0,0,0,0)", "line": {"width": 2, "color": "black"}},
+        hoverinfo="skip",
+    )
+)
+fig.add_trace(
+    go.Scatter(
+        x=[star[0]],
+        y=[star[1]],
+        mode="markers",
+        name="your image",
+        marker={"symbol": "star", "size": 20, "color": "gold", "line": {"width": 1.5, "color": "black"}},
+        hovertemplate="your image<extra></extra>",
+    )
+)
+var = pca.explained_variance_ratio_
+fig.update_layout(
+    height=560,
+    dragmode="lasso",
+    margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    xaxis_title=f"PC 1 ({100 * var[0]:.1f}% of variance)",
+    yaxis_title=f"PC 2 ({100 * var[1]:.1f}%)",
+    legend={"itemsizing": "constant"},
+)
+event = st.plotly_chart(fig, key=ctx.k("lm_chart"), on_select="rerun", selection_mode=("box", "lasso"))
+
+left, right = st.columns(2, gap="large")
+with left:
+    st.markdown(f"**Your image** ({cur_desc}) **and its {k_nn} nearest neighbours**")
+    widgets.strip(
+        np.concatenate([cur_img[None], g.images[nn]]),
+        "your image, then neighbours by distance",
+        ncol=min(k_nn + 1, 9),
+        cell=64,
+    )
+with right:
+    sel = event.selection.points if event is not None and hasattr(event, "selection") else []
+    picked = sorted({int(p["customdata"]) for p in sel if p.get("customdata") is not None})
+    picked = [i for i in picked if 0 <= i < len(gl.labels)]
+    if picked:
+        st.markdown(f"**{len(picked)} selected** (showing up to 48)")
+        widgets.strip(
+            g.images[picked[:48]],
+            ", ".join(g.label_name(i) for i in picked[:6]) + ("…" if len(picked) > 6 else ""),
+            ncol=8,
+            cell=56,
+        )
+    else:
+        st.info("Draw a box or lasso around some dots to see their images here.")
+st.caption(
+    f"{len(gl.labels)} test images; PCA of {state.flat_latents(list(gl.levels), levels).shape[1]} latent dimensions."
+)

@@ -1,0 +1,59 @@
+"""Manifold: the paper's eq. 19 grid through four images, on chosen levels."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import compute, state, widgets
+from nvp_core.latent import manifold
+
+ctx = state.current()
+model = ctx.model
+st.title("Manifold")
+st.caption(
+    "Four images sit at the corners; every cell decodes "
+    "z = cos φ (cos φ′ z₁ + sin φ′ z₂) + sin φ (cos φ′ z₃ + sin φ′ z₄) "
+    "with φ, φ′ ∈ [0, π/2] (the paper's eq. 19). Levels left out keep z₁."
+)
+corners = []
+cols = st.columns(4)
+start = [0, widgets.other_class_index(ctx, 0)]
+start += [widgets.other_class_index(ctx, start[1]) + 1, widgets.other_class_index(ctx, 2) + 3]
+names = ["top left (z₁)", "top right (z₂)", "bottom left (z₃)", "bottom right (z₄)"]
+for i, col in enumerate(cols):
+    with col:
+        corners.append(widgets.image_input(ctx, f"mf{i}", names[i], default_index=start[i]))
+if any(c is None for c in corners):
+    st.stop()
+zs4 = [compute.encode(model, c[0][None]) for c in corners]
+
+
+@st.fragment
+def grid_view(zs4: list, key: str) -> None:
+    c1, c2 = st.columns([1, 2])
+    n = c1.slider("Grid size n", 3, 12, 7, key=ctx.k("mf_n"))
+    with c2:
+        levels = widgets.level_picker(ctx, "mf_levels", "Levels that follow the manifold")
+    if not levels:
+        st.warning("Choose at least one level.")
+        return
+    frames = widgets.memo(
+        "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
+    )
+    mosaic = widgets.strip(frames, f"{n}×{n} manifold on {', '.join(map(str, levels))}", ncol=n, cell=max(48, 640 // n))
+    widgets.downloads(
+        [
+            ("Grid (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_manifold.png", "image/png"),
+            (
+                "Latents (.npz)",
+                compute.npz_bytes(manifold(*zs4, n, levels=levels), levels=np.array(levels)),
+                f"{ctx.name}_manifold.npz",
+                "application/octet-stream",
+            ),
+        ],
+        key=ctx.k("mf_dl"),
+    )
+
+
+grid_view(zs4, widgets.digest(*(c[0] for c in corners)))

@@ -1,0 +1,183 @@
+"""The loaded model and everything cached per model (one place for Streamlit caching).
+
+Cached values are shared by every session, so they are frozen: the model has ``requires_grad`` off and is
+never modified after loading, and cached arrays are read-only. ``st.cache_resource`` is used for arrays too
+(rather than ``st.cache_data``) so that nothing is pickled and large arrays are not copied on every rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+from sklearn.decomposition import PCA
+
+from app import compute
+from app.models import Gallery, GalleryError, gallery_path, load_gallery
+from nvp_core import CheckpointError, RealNVP, load_model
+
+MODEL_KEY = "nvp_model_path"
+CURRENT_IMAGE = "nvp_current_image"
+GALLERY_MAX_ENV = "NVP_APP_GALLERY_MAX"
+
+
+def stamp(path: Path) -> str:
+    """Cache key of a file's version: path, size and modification time."""
+    s = path.stat()
+    return f"{path.resolve()}:{s.st_size}:{s.st_mtime_ns}"
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=6)
+def _load(path: str, version: str) -> tuple[RealNVP, dict[str, Any]]:
+    model, meta = load_model(path)  # eval mode, float32
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, meta
+
+
+def check_checkpoint(path: Path) -> str | None:
+    """``None`` if ``path`` loads as a model, else the reason (for ``st.error``)."""
+    try:
+        _load(str(path), stamp(path))
+    except CheckpointError as e:
+        return str(e)
+    except OSError as e:
+        return f"{path.name}: cannot be read ({e.strerror or e})"
+    return None
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """The model a page works with, and where it came from."""
+
+    path: Path
+    key: str
+    model: RealNVP
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("dataset") or self.path.name.removesuffix(".safetensors"))
+
+    @property
+    def channels(self) -> int:
+        return self.model.config.in_channels
+
+    @property
+    def size(self) -> int:
+        return self.model.config.image_size
+
+    @property
+    def dark_background(self) -> bool:
+        """True when the gallery's images are mostly dark (e.g. Fashion-MNIST): uploads are then inverted."""
+        g = gallery(self)
+        return bool(g is not None and float(g.images.mean()) < 100.0)
+
+    def k(self, name: str) -> str:
+        """A widget key unique to this model (so a different model starts from fresh widgets)."""
+        return f"{self.key}|{name}"
+
+
+def current() -> Ctx:
+    """The model chosen in the sidebar (``streamlit_app.py`` sets it before any page runs)."""
+    path = Path(st.session_state[MODEL_KEY])
+    version = stamp(path)
+    model, meta = _load(str(path), version)
+    key = f"{path.name.removesuffix('.safetensors')}@{zlib.crc32(version.encode()):08x}"
+    return Ctx(path=path, key=key, model=model, meta=meta)
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _gallery(path: str, version: str, channels: int, size: int) -> Gallery | str:
+    try:
+        g = load_gallery(Path(path), channels, size)
+    except GalleryError as e:
+        return str(e)
+    return Gallery(images=_frozen(g.images), labels=_frozen(g.labels), class_names=g.class_names)
+
+
+def gallery(ctx: Ctx) -> Gallery | None:
+    """The checkpoint's gallery of test images, or ``None`` (with a warning) when absent or unusable."""
+    p = gallery_path(ctx.path)
+    if p is None:
+        return None
+    g = _gallery(str(p), stamp(p), ctx.channels, ctx.size)
+    if isinstance(g, str):
+        st.warning(g)
+        return None
+    return g
+
+
+def gallery_limit() -> int:
+    """How many gallery images are encoded for the histogram, the latent map and the class means."""
+    try:
+        return max(10, int(os.environ.get(GALLERY_MAX_ENV, "1000")))
+    except ValueError:
+        return 1000
+
+
+@dataclass(frozen=True)
+class GalleryLatents:
+    """The first ``n`` gallery images encoded: latents per level (read-only ``[n, ...]`` arrays) and bits/dim."""
+
+    levels: list[np.ndarray]
+    bpd: np.ndarray
+    labels: np.ndarray
+
+    def tensors(self, idx: np.ndarray | slice | None = None) -> list[torch.Tensor]:
+        sel = slice(None) if idx is None else idx
+        return [torch.from_numpy(np.array(z[sel])) for z in self.levels]
+
+
+@st.cache_resource(show_spinner="Encoding the gallery (once per model)…", max_entries=6)
+def _gallery_latents(key: str, _model: RealNVP, _images: np.ndarray, _labels: np.ndarray, n: int) -> GalleryLatents:
+    zs, bpd = compute.encode_with_bpd(_model, _images[:n])
+    return GalleryLatents([_frozen(z.numpy()) for z in zs], _frozen(bpd), _labels[:n])
+
+
+def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
+    g = gallery(ctx)
+    if g is None:
+        return None
+    n = min(len(g.images), gallery_limit())
+    return _gallery_latents(ctx.key, ctx.model, g.images, g.labels, n)
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def pca_projection(key: str, levels: tuple[int, ...], _gl: GalleryLatents) -> tuple[PCA, np.ndarray]:
+    """A 2-D PCA of the gallery latents of ``levels`` (flattened and concatenated) and the projected points."""
+    feats = flat_latents(_gl.levels, levels)
+    pca = PCA(n_components=2, random_state=0).fit(feats)
+    return pca, _frozen(pca.transform(feats))
+
+
+def flat_latents(levels_arrays: list[np.ndarray], levels: tuple[int, ...]) -> np.ndarray:
+    """``[N, d]``: the chosen levels (1-based) flattened and concatenated."""
+    return np.concatenate([levels_arrays[lv - 1].reshape(len(levels_arrays[0]), -1) for lv in levels], axis=1)
+
+
+def set_current_image(ctx: Ctx, image: np.ndarray, caption: str) -> None:
+    """Remembers the Encode page's image so that other pages can use it."""
+    st.session_state[CURRENT_IMAGE] = (ctx.key, image, caption)
+
+
+def current_image(ctx: Ctx) -> tuple[np.ndarray, str] | None:
+    """The Encode page's image for this model, else the first gallery image, else ``None``."""
+    saved = st.session_state.get(CURRENT_IMAGE)
+    if saved and saved[0] == ctx.key:
+        return saved[1], saved[2]
+    g = gallery(ctx)
+    if g is not None and len(g.images):
+        return np.array(g.images[0]), f"gallery #0 ({g.label_name(0)})"
+    return None

@@ -1,0 +1,114 @@
+"""Entry point: ``streamlit run app/streamlit_app.py`` (or ``nvp-app``). Sidebar model picker + the pages."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+
+# `streamlit run` puts app/ on sys.path, not the repository; the pages import `app.*` and `nvp_core`.
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import state  # noqa: E402
+from app.models import list_checkpoints, models_dir  # noqa: E402
+
+PAGES = [
+    ("pages/encode.py", "Encode", ":material/qr_code_scanner:"),
+    ("pages/interpolate.py", "Interpolate", ":material/swap_horiz:"),
+    ("pages/manifold.py", "Manifold", ":material/grid_view:"),
+    ("pages/scales.py", "Scales", ":material/layers:"),
+    ("pages/sample.py", "Sample", ":material/casino:"),
+    ("pages/latent_map.py", "Latent map", ":material/scatter_plot:"),
+    ("pages/attributes.py", "Attributes", ":material/tune:"),
+    ("pages/how_it_works.py", "How it works", ":material/school:"),
+]
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "nvp_app_checkpoints"
+MAX_CHECKPOINT_MB = 200
+
+
+def _uploaded_checkpoint() -> Path | None:
+    """Stores an uploaded ``.safetensors`` file (content-addressed) if it loads as a model; else explains why not."""
+    up = st.file_uploader(
+        "Or upload a checkpoint (.safetensors from train/)",
+        key="ckpt_upload",
+        help="Only .safetensors files saved by nvp_core are accepted; nothing is unpickled.",
+    )
+    if up is None:
+        return None
+    data = up.getvalue()
+    if not up.name.lower().endswith(".safetensors"):
+        st.error(f"{up.name} is not a .safetensors checkpoint. Upload a model saved by train/ (nvp_core.save_model).")
+        return None
+    if len(data) > MAX_CHECKPOINT_MB * 2**20:
+        st.error(f"{up.name} is larger than {MAX_CHECKPOINT_MB} MB.")
+        return None
+    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    path = UPLOAD_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}.safetensors"
+    if not path.exists():
+        path.write_bytes(data)
+    problem = state.check_checkpoint(path)
+    if problem is not None:
+        st.error(f"Refused {up.name}: {problem.replace(path.name, up.name)}")
+        return None
+    return path
+
+
+def _label(path: Path) -> str:
+    return path.name.removesuffix(".safetensors").replace("_", " ")
+
+
+def sidebar() -> bool:
+    """The model picker. Returns False when no usable model is available."""
+    with st.sidebar:
+        st.markdown("### Real NVP explorer")
+        found = list_checkpoints()
+        uploaded = _uploaded_checkpoint_slot()
+        options = [str(p) for p in found] + ([str(uploaded)] if uploaded else [])
+        if not options:
+            st.warning(f"No checkpoint found in {models_dir()}. Train one with `nvp-train`, or upload one.")
+            return False
+        labels = {str(p): _label(p) for p in found}
+        if uploaded:
+            labels[str(uploaded)] = f"uploaded: {st.session_state.get('ckpt_upload').name}"
+        default = options.index(str(uploaded)) if uploaded else 0
+        chosen = st.selectbox("Model", options, index=default, format_func=lambda p: labels[p], key="model_choice")
+        problem = state.check_checkpoint(Path(chosen))
+        if problem is not None:
+            st.error(problem)
+            return False
+        st.session_state[state.MODEL_KEY] = chosen
+        ctx = state.current()
+        cfg = ctx.model.config
+        bpd = ctx.meta.get("test_bpd")
+        st.caption(
+            f"{cfg.in_channels}×{cfg.image_size}×{cfg.image_size} images · {ctx.model.num_levels} levels · "
+            f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M parameters"
+            + (f" · test {float(bpd):.3f} bits/dim" if isinstance(bpd, int | float) else "")
+        )
+    return True
+
+
+def _uploaded_checkpoint_slot() -> Path | None:
+    with st.expander("Load another checkpoint", expanded=False):
+        return _uploaded_checkpoint()
+
+
+def main() -> None:
+    st.set_page_config(page_title="Real NVP explorer", page_icon=":material/blur_on:", layout="wide")
+    torch.set_grad_enabled(False)
+    pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
+    nav = st.navigation(pages)
+    if not sidebar():
+        st.title("Real NVP explorer")
+        st.info("Pick or upload a model in the sidebar to start.")
+        return
+    nav.run()
+
+
+main()

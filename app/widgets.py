@@ -1,0 +1,231 @@
+"""Shared Streamlit pieces: the image picker, image rows, latent heatmaps, level pickers and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+from app import compute, state
+from app.state import Ctx
+from nvp_core.images import ImageError, load_image, to_array
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"]
+SOURCES = ["Gallery", "Upload", "Sample"]
+MAX_CHANNELS_SHOWN = 16
+T = TypeVar("T")
+DIVERGING = "RdBu_r"  # blue < 0 < red, white at 0
+
+
+def level_name(ctx: Ctx, level: int) -> str:
+    """'level 1 (finest)' … 'level L (coarsest)'."""
+    tag = " (finest)" if level == 1 else (" (coarsest)" if level == ctx.model.num_levels else "")
+    return f"level {level}{tag}"
+
+
+def image_input(
+    ctx: Ctx, key: str, label: str, default_index: int = 0, default_source: str = "Gallery", preview: bool = True
+) -> tuple[np.ndarray, str] | None:
+    """Lets the user pick an image: from the gallery, an upload (any common format), or a model sample.
+
+    Returns ``(uint8 [C, H, W] in the model's format, a short description)`` or ``None`` (nothing yet, or an
+    unusable file, which gets an ``st.error``)."""
+    g = state.gallery(ctx)
+    sources = SOURCES if g is not None else SOURCES[1:]
+    src = st.radio(
+        label,
+        sources,
+        index=sources.index(default_source) if default_source in sources else 0,
+        horizontal=True,
+        key=ctx.k(f"{key}:src"),
+    )
+    if src == "Gallery" and g is not None:
+        n = len(g.images)
+        idx = st.number_input(
+            f"Gallery image (0–{n - 1})",
+            0,
+            n - 1,
+            min(default_index, n - 1),
+            key=ctx.k(f"{key}:idx"),
+            help="Test-split images that ship with the model.",
+        )
+        arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
+        if preview:
+            st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+        return arr, desc
+    if src == "Upload":
+        up = st.file_uploader(
+            f"An image file ({', '.join(IMAGE_TYPES[:5])}, …)",
+            type=IMAGE_TYPES,
+            key=ctx.k(f"{key}:up"),
+        )
+        invert = st.checkbox(
+            "Invert (light object on dark background, as in the training data)",
+            value=ctx.dark_background,
+            key=ctx.k(f"{key}:inv"),
+        )
+        if up is None:
+            st.info(f"Upload a photo or drawing: it is centre-cropped and resized to {ctx.size}×{ctx.size}.")
+            return None
+        try:
+            img = load_image(up.getvalue())
+            arr = to_array(img, ctx.channels, ctx.size, invert=invert)
+        except ImageError as e:
+            st.error(f"Cannot use {up.name}: {e}")
+            return None
+        desc = f"{up.name} ({img.width}×{img.height} {img.mode})"
+        if preview:
+            st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+        return arr, desc
+    c1, c2 = st.columns(2)
+    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"))
+    temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.k(f"{key}:temp"))
+    gen = torch.Generator().manual_seed(int(seed))
+    zs = ctx.model.sample_latents(1, float(temp), generator=gen)
+    arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
+    if preview:
+        st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+    return arr, desc
+
+
+def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:
+    """A row of uint8 ``[C, H, W]`` images, enlarged crisply."""
+    cols = st.columns(len(images))
+    for col, img, cap in zip(cols, images, captions, strict=True):
+        col.image(compute.to_pil(img, min_side), caption=cap, width=min_side)
+
+
+def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int = 0) -> np.ndarray:
+    """Shows ``[N, C, H, W]`` frames as one crisp mosaic (``cell`` px per image; default fits ~900 px) and
+    returns the mosaic (native resolution)."""
+    ncol = max(1, min(ncol or len(frames), len(frames)))
+    mosaic = compute.grid(frames, ncol)
+    cell = cell or max(56, min(150, 900 // ncol))
+    width = min(1000, ncol * cell)
+    st.image(compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1), caption=caption, width=width)
+    return mosaic
+
+
+def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None = None) -> list[int]:
+    """A multiselect of levels (1-based), labelled finest … coarsest."""
+    L = ctx.model.num_levels
+    opts = list(range(1, L + 1))
+    chosen = st.multiselect(
+        label,
+        opts,
+        default=list(default) if default is not None else opts,
+        key=ctx.k(key),
+        format_func=lambda lv: level_name(ctx, lv),
+    )
+    return sorted(chosen)
+
+
+def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
+    """One level's latents ``[C_l, h, w]``: a heatmap per channel, diverging colours centred at 0."""
+    arr = z.detach().cpu().numpy()
+    c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
+    ncol = min(c, 4 if arr.shape[1] > 4 else 8)
+    nrow = math.ceil(c / ncol)
+    lim = float(max(np.abs(arr[:c]).max(), 1e-6))
+    fig = make_subplots(
+        rows=nrow,
+        cols=ncol,
+        subplot_titles=[f"ch {i}" for i in range(c)],
+        horizontal_spacing=0.02,
+        vertical_spacing=0.08 if nrow > 1 else 0.0,
+    )
+    for i in range(c):
+        r, q = divmod(i, ncol)
+        fig.add_trace(
+            go.Heatmap(
+                z=arr[i],
+                zmid=0.0,
+                zmin=-lim,
+                zmax=lim,
+                colorscale=DIVERGING,
+                showscale=i == 0,
+                colorbar={"title": "z", "thickness": 12},
+                hovertemplate="row %{y}, col %{x}: %{z:.3f}<extra></extra>",
+            ),
+            row=r + 1,
+            col=q + 1,
+        )
+    for i in range(c):
+        r, q = divmod(i, ncol)
+        fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=r + 1, col=q + 1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False, constrain="domain")
+    fig.update_xaxes(showticklabels=False, constrain="domain")
+    cell = 130 if ncol <= 4 else 90
+    fig.update_layout(
+        height=nrow * cell + 50,
+        margin={"l": 5, "r": 5, "t": 30, "b": 5},
+        title=f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
+        + (f" (first {c} of {arr.shape[0]} channels)" if c < arr.shape[0] else ""),
+    )
+    fig.update_annotations(font_size=10)
+    return fig
+
+
+def downloads(items: Sequence[tuple[str, bytes, str, str]], key: str) -> None:
+    """A row of download buttons: ``(label, data, file name, mime)``."""
+    cols = st.columns(len(items))
+    for col, (label, data, name, mime) in zip(cols, items, strict=True):
+        col.download_button(label, data, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
+
+
+def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:
+    """The encoded gallery, or ``None`` with an info message when the model has no gallery."""
+    gl = state.gallery_latents(ctx)
+    if gl is None:
+        st.info("This model has no gallery (`<name>.gallery.npz` next to the checkpoint), so this part is off.")
+    return gl
+
+
+def memo(name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T:
+    """The last result of ``fn`` kept in this session under ``name``, recomputed only when ``key`` changes
+    (so a slider that only browses results never calls the model)."""
+    slot = st.session_state.get(f"_memo:{name}")
+    if slot is not None and slot[0] == key:
+        return slot[1]
+    value = fn()
+    st.session_state[f"_memo:{name}"] = (key, value)
+    return value
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """A short content hash of arrays (memo keys)."""
+    h = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def other_class_index(ctx: Ctx, index: int) -> int:
+    """A gallery index whose class differs from image ``index``'s (a sensible default for image B)."""
+    g = state.gallery(ctx)
+    if g is None:
+        return index + 1
+    diff = np.flatnonzero(g.labels != g.labels[index])
+    return int(diff[0]) if len(diff) else min(index + 1, len(g.images) - 1)
+
+
+def animation(frames: np.ndarray, min_side: int = 160, label: str = "frame") -> go.Figure:
+    """A plotly figure with a play button and a slider over ``[N, C, H, W]`` frames (runs in the browser)."""
+    import plotly.express as px
+
+    big = np.stack([np.asarray(compute.to_pil(f, min_side).convert("RGB")) for f in frames])
+    fig = px.imshow(big, animation_frame=0, binary_string=True, labels={"animation_frame": label})
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=min_side + 190, margin={"l": 0, "r": 0, "t": 10, "b": 0})
+    if fig.layout.updatemenus:
+        fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] = 150
+    return fig
