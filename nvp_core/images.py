@@ -19,6 +19,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+# Larger images are reduced to this side right after decoding: consumers crop and resize to at most a few
+# hundred pixels, and a full-size RGBA copy per conversion step would cost ~1 GB at the pixel limit.
+MAX_SIDE = 4096
+# Decoders that are exposed to untrusted bytes; the many rarer formats Pillow knows (EPS runs Ghostscript)
+# are refused as "not an image format that can be read". (Multi-picture phone JPEGs open as JPEG.)
+FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "PPM")
 
 
 class ImageError(ValueError):
@@ -49,7 +55,7 @@ def _read(source: bytes | str | os.PathLike[str], max_bytes: int) -> bytes:
 
 def _flatten_alpha(img: Image.Image) -> Image.Image:
     # Transparent pixels have arbitrary colours underneath; composite on white, as a viewer shows them.
-    rgba = img.convert("RGBA")
+    rgba = img if img.mode == "RGBA" else img.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
 
@@ -61,9 +67,11 @@ def _to_8bit(img: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        finite = np.isfinite(arr)  # the finite values span 0..255; NaN and -inf become 0, +inf 255
+        lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+        arr = np.clip(np.where(finite, arr, np.where(arr > 0, hi, lo)), lo, hi)
         scaled = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), mode="L")
+        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         return _flatten_alpha(img)
     if img.mode in ("1", "L"):
@@ -77,13 +85,14 @@ def load_image(
     """Decodes an image from bytes or a path into an 8-bit ``L`` or ``RGB`` PIL image.
 
     Refuses (with :class:`ImageError`): empty, oversized or non-image files, truncated or corrupt data,
-    and images with more than ``max_pixels`` pixels (checked from the header, before decoding).
+    formats outside :data:`FORMATS`, and images with more than ``max_pixels`` pixels (checked from the
+    header, before decoding). Images with a side over :data:`MAX_SIDE` are reduced to fit it (aspect kept).
     """
     data = _read(source, max_bytes)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=FORMATS)
             w, h = img.size
             if w < 1 or h < 1:
                 raise ImageError("the image has no pixels")
@@ -91,8 +100,11 @@ def load_image(
                 raise ImageError(f"the image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
+            img.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG: libjpeg decodes at 1/2..1/8 scale; others: no-op
             img.load()
             img = ImageOps.exif_transpose(img) or img
+            if max(img.size) > MAX_SIDE and not img.mode.startswith("I;16"):  # Pillow cannot resize I;16
+                img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
             return _to_8bit(img)
     except ImageError:
         raise
