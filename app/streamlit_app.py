@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+# Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder beside the entry script as a
+# v1 multipage app and can then run a page without this script (no sidebar).
 # `streamlit run` puts app/ on sys.path, not the repository; the pages import `app.*` and `nvp_core`.
 _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
@@ -19,14 +21,14 @@ from app import state  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
 
 PAGES = [
-    ("pages/encode.py", "Encode", ":material/qr_code_scanner:"),
-    ("pages/interpolate.py", "Interpolate", ":material/swap_horiz:"),
-    ("pages/manifold.py", "Manifold", ":material/grid_view:"),
-    ("pages/scales.py", "Scales", ":material/layers:"),
-    ("pages/sample.py", "Sample", ":material/casino:"),
-    ("pages/latent_map.py", "Latent map", ":material/scatter_plot:"),
-    ("pages/attributes.py", "Attributes", ":material/tune:"),
-    ("pages/how_it_works.py", "How it works", ":material/school:"),
+    ("views/encode.py", "Encode", ":material/qr_code_scanner:"),
+    ("views/interpolate.py", "Interpolate", ":material/swap_horiz:"),
+    ("views/manifold.py", "Manifold", ":material/grid_view:"),
+    ("views/scales.py", "Scales", ":material/layers:"),
+    ("views/sample.py", "Sample", ":material/casino:"),
+    ("views/latent_map.py", "Latent map", ":material/scatter_plot:"),
+    ("views/attributes.py", "Attributes", ":material/tune:"),
+    ("views/how_it_works.py", "How it works", ":material/school:"),
 ]
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "nvp_app_checkpoints"
 MAX_CHECKPOINT_MB = 200
@@ -76,8 +78,13 @@ def sidebar() -> bool:
         labels = {str(p): _label(p) for p in found}
         if uploaded:
             labels[str(uploaded)] = f"uploaded: {st.session_state.get('ckpt_upload').name}"
-        default = options.index(str(uploaded)) if uploaded else 0
-        chosen = st.selectbox("Model", options, index=default, format_func=lambda p: labels[p], key="model_choice")
+        if uploaded and st.session_state.get("last_upload") != str(uploaded):
+            # A newly uploaded checkpoint becomes the current model once; the user can switch back.
+            st.session_state["last_upload"] = str(uploaded)
+            st.session_state["model_choice"] = str(uploaded)
+        if st.session_state.get("model_choice") not in options:
+            st.session_state.pop("model_choice", None)
+        chosen = st.selectbox("Model", options, format_func=lambda p: labels[p], key="model_choice")
         problem = state.check_checkpoint(Path(chosen))
         if problem is not None:
             st.error(problem)

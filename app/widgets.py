@@ -59,7 +59,7 @@ def image_input(
         )
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
         if preview:
-            st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+            st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
         return arr, desc
     if src == "Upload":
         up = st.file_uploader(
@@ -83,7 +83,7 @@ def image_input(
             return None
         desc = f"{up.name} ({img.width}×{img.height} {img.mode})"
         if preview:
-            st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+            st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
         return arr, desc
     c1, c2 = st.columns(2)
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"))
@@ -92,7 +92,7 @@ def image_input(
     zs = ctx.model.sample_latents(1, float(temp), generator=gen)
     arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
     if preview:
-        st.image(compute.to_pil(arr, 96), caption=desc, width=96)
+        st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
     return arr, desc
 
 
@@ -100,7 +100,7 @@ def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side:
     """A row of uint8 ``[C, H, W]`` images, enlarged crisply."""
     cols = st.columns(len(images))
     for col, img, cap in zip(cols, images, captions, strict=True):
-        col.image(compute.to_pil(img, min_side), caption=cap, width=min_side)
+        col.image(compute.to_pil(img, min_side), caption=cap, width=min_side, output_format="PNG")
 
 
 def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int = 0) -> np.ndarray:
@@ -110,7 +110,12 @@ def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int =
     mosaic = compute.grid(frames, ncol)
     cell = cell or max(56, min(150, 900 // ncol))
     width = min(1000, ncol * cell)
-    st.image(compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1), caption=caption, width=width)
+    st.image(
+        compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1),
+        caption=caption,
+        width=width,
+        output_format="PNG",
+    )
     return mosaic
 
 
@@ -215,6 +220,16 @@ def other_class_index(ctx: Ctx, index: int) -> int:
         return index + 1
     diff = np.flatnonzero(g.labels != g.labels[index])
     return int(diff[0]) if len(diff) else min(index + 1, len(g.images) - 1)
+
+
+def distinct_examples(ctx: Ctx, k: int) -> list[int]:
+    """``k`` gallery indices, from different classes while there are enough (defaults for multi-image pages)."""
+    g = state.gallery(ctx)
+    if g is None:
+        return list(range(k))
+    firsts = [int(np.flatnonzero(g.labels == c)[0]) for c in np.unique(g.labels)]
+    rest = [i for i in range(len(g.images)) if i not in firsts]
+    return (firsts + rest)[:k]
 
 
 def animation(frames: np.ndarray, min_side: int = 160, label: str = "frame") -> go.Figure:

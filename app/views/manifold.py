@@ -18,8 +18,7 @@ st.caption(
 )
 corners = []
 cols = st.columns(4)
-start = [0, widgets.other_class_index(ctx, 0)]
-start += [widgets.other_class_index(ctx, start[1]) + 1, widgets.other_class_index(ctx, 2) + 3]
+start = widgets.distinct_examples(ctx, 4)
 names = ["top left (z₁)", "top right (z₂)", "bottom left (z₃)", "bottom right (z₄)"]
 for i, col in enumerate(cols):
     with col:
@@ -41,7 +40,8 @@ def grid_view(zs4: list, key: str) -> None:
     frames = widgets.memo(
         "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
     )
-    mosaic = widgets.strip(frames, f"{n}×{n} manifold on {', '.join(map(str, levels))}", ncol=n, cell=max(48, 640 // n))
+    caption = f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}"
+    mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))
     widgets.downloads(
         [
             ("Grid (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_manifold.png", "image/png"),

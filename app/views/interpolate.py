@@ -66,7 +66,7 @@ def path_view(za: list, zb: list, key: str) -> None:
             key=ctx.k("ip_frame"),
             help="Browses the decoded frames (no new model call).",
         )
-        st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}")
+        st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}", output_format="PNG")
     with f2:
         st.plotly_chart(widgets.animation(frames), key="ip_anim")
     widgets.downloads(
