@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from nvp_core import RealNVP, load_model
 from train.config import preset
 from train.data import load_dataset
-from train.evaluate import test_bits_per_dim
+from train.evaluate import eval_bits_per_dim
 from train.loop import RunOptions, train
 
 
@@ -32,7 +32,7 @@ def test_digits_tiny_learns_and_writes_a_loadable_checkpoint(tmp_path):
     splits = load_dataset("digits")
     torch.manual_seed(cfg.seed)
     untrained = RealNVP(cfg.flow_config(1, 8))
-    before = test_bits_per_dim(untrained, splits.test[:64])
+    before = eval_bits_per_dim(untrained, splits.test[:64])
 
     run(cfg, tmp_path)
 
@@ -44,7 +44,7 @@ def test_digits_tiny_learns_and_writes_a_loadable_checkpoint(tmp_path):
     model, meta = load_model(tmp_path / "best.safetensors")
     assert meta["dataset"] == "digits" and meta["class_names"] == [str(i) for i in range(10)]
     assert meta["test_bpd"] == pytest.approx(records[-1]["test_bpd"])
-    assert test_bits_per_dim(model, splits.test[:64]) == pytest.approx(meta["test_bpd"], abs=1e-4)
+    assert eval_bits_per_dim(model, splits.test[:64]) == pytest.approx(meta["test_bpd"], abs=1e-4)
     x = model.sample(8, temperature=0.8, generator=torch.Generator().manual_seed(0))
     assert x.shape == (8, 1, 8, 8) and torch.isfinite(x).all()
     assert (tmp_path / "samples" / "latest.png").is_file()

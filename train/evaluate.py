@@ -33,7 +33,7 @@ def eval_float32(model: RealNVP) -> Iterator[RealNVP]:
 
 
 @torch.no_grad()
-def test_bits_per_dim(model: RealNVP, images: torch.Tensor, rank: int = 0, world: int = 1) -> float:
+def eval_bits_per_dim(model: RealNVP, images: torch.Tensor, rank: int = 0, world: int = 1) -> float:
     """Mean bits/dim of ``uint8 [N, C, H, W]`` in eval mode, float32. Batch ``i`` gets noise seed
     ``EVAL_SEED + i``, so the value does not depend on how many processes share the work."""
     total = torch.zeros(2, dtype=torch.float64)

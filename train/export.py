@@ -24,7 +24,7 @@ import torch
 from nvp_core import CheckpointError, load_model, save_model
 
 from .data import DataError, load_dataset
-from .evaluate import sample_grid, save_png, test_bits_per_dim
+from .evaluate import eval_bits_per_dim, sample_grid, save_png
 
 HALF_TOLERANCE = 1e-3  # bits/dim: float16 storage is used only if it changes the gallery value less than this
 
@@ -39,7 +39,7 @@ def gallery_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 def gallery_bits_per_dim(model: torch.nn.Module, images: np.ndarray | torch.Tensor) -> float:
     """Mean test bits/dim of gallery images with the trainer's fixed evaluation noise."""
-    return test_bits_per_dim(model, torch.as_tensor(np.asarray(images)))  # type: ignore[arg-type]
+    return eval_bits_per_dim(model, torch.as_tensor(np.asarray(images)))  # type: ignore[arg-type]
 
 
 def export_run(

@@ -20,7 +20,7 @@ from nvp_core.base import standard_normal_logprob
 from .config import TrainConfig
 from .data import Splits, load_dataset
 from .distributed import DistInfo, init_distributed, resolve_device, shutdown
-from .evaluate import recalibrate_batchnorm, recalibration_batches, sample_grid, save_png, test_bits_per_dim
+from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
 from .schedule import budget_progress, learning_rate
 from .state import StateError, load_state, save_state
@@ -121,15 +121,26 @@ def synced_elapsed(di: DistInfo, seconds: float) -> float:
     return float(t.item())
 
 
-def max_param_diff_across_ranks(model: torch.nn.Module) -> float:
-    """Largest difference between any parameter or buffer and rank 0's copy (0.0 when DDP kept them equal)."""
+def max_diff_across_ranks(tensors: list[torch.Tensor]) -> float:
+    """Largest difference between any of ``tensors`` and rank 0's copy (0.0 when the ranks agree)."""
     diff = torch.zeros((), dtype=torch.float64)
-    for t in list(model.parameters()) + list(model.buffers()):
+    for t in tensors:
         ref = t.detach().clone()
         torch.distributed.broadcast(ref, 0)
         diff = torch.maximum(diff, (t.detach() - ref).abs().max().double().cpu())
     torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
     return float(diff)
+
+
+def average_buffers(model: torch.nn.Module, world: int) -> None:
+    """Averages the floating-point buffers over the processes. The s,t ResNets' batch norms see only their
+    own process's batches (SyncBatchNorm needs a GPU), so their running averages differ slightly between
+    ranks; before evaluating or saving, every rank takes the mean (the flow's own batch norms are synced
+    already and stay unchanged)."""
+    for buf in model.buffers():
+        if buf.is_floating_point():
+            torch.distributed.all_reduce(buf)
+            buf.div_(world)
 
 
 def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
@@ -242,7 +253,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         save_state(out, model, optimizer, states, counters)
 
     def evaluate_and_save(train_bpd: float, images_per_s: float, final: bool = False) -> float:
-        test_bpd = test_bits_per_dim(model, test_images.to(device), di.rank, di.world)
+        if di.enabled:
+            average_buffers(model, di.world)
+        test_bpd = eval_bits_per_dim(model, test_images.to(device), di.rank, di.world)
         record = {
             "step": step,
             "epoch": round(step * cfg.batch_size / len(splits.train), 4),
@@ -269,6 +282,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     model.train()
     bar = tqdm(total=total_steps or None, initial=step, disable=not (opts.progress and di.is_main), unit="step")
     bad_in_row, window_loss, window_n, window_images, window_t = 0, 0.0, 0, 0, time.time()
+    smooth_loss: float | None = None
     last_state_save = elapsed()
     params = list(model.parameters())
     stop_at = step + opts.stop_after if opts.stop_after else 0
@@ -306,12 +320,13 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             optimizer.step()
             step += 1
             window_loss += loss.item()
+            # The bar shows a moving average of the recent loss (bits/dim); metrics get the epoch mean.
+            smooth_loss = loss.item() if smooth_loss is None else 0.95 * smooth_loss + 0.05 * loss.item()
             window_n += 1
             window_images += cfg.batch_size
             if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
                 rate = window_images / max(1e-9, time.time() - window_t)
-                bar.set_postfix(loss=f"{window_loss / window_n:.3f}", bpd=f"{window_loss / window_n + 8:.3f}",
-                                img_s=f"{rate:.0f}", lr=f"{lr:.2e}")  # fmt: skip
+                bar.set_postfix(bpd=f"{(smooth_loss or 0.0) + 8:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
             bar.update(1)
             if (total_steps and step >= total_steps) or (max_seconds and now >= max_seconds):
                 done = True
@@ -341,8 +356,12 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
 
     final: dict[str, Any] = {"step": step, "best_bpd": best_bpd}
     if di.enabled:
-        final["rank_max_param_diff"] = max_param_diff_across_ranks(model)
-        metrics.note(f"parameters agree across ranks: max |difference| = {final['rank_max_param_diff']:.3g}")
+        final["rank_max_param_diff"] = max_diff_across_ranks(list(model.parameters()))
+        final["rank_max_buffer_diff"] = max_diff_across_ranks([b for b in model.buffers() if b.is_floating_point()])
+        metrics.note(
+            f"ranks agree: max |difference| {final['rank_max_param_diff']:.3g} (parameters), "
+            f"{final['rank_max_buffer_diff']:.3g} (batch-norm averages)"
+        )
     if cfg.bn_recalibration_batches and di.is_main:
         final.update(_recalibrate(model, splits, test_images, cfg, opts, device, best_bpd, metrics))
     if di.is_main:
@@ -363,10 +382,11 @@ def _recalibrate(
     """Recomputes the batch-norm averages of the best checkpoint over training batches; keeps the result
     (as the new best) only if it lowers the test bits/dim."""
     best, meta = load_model(opts.out / "best.safetensors", map_location=device)
-    before = test_bits_per_dim(best, test_images.to(device))
+    # The checkpoint's test_bpd was measured by the same function on the same images (float32 either way).
+    before = meta["test_bpd"] if not cfg.half_checkpoint else eval_bits_per_dim(best, test_images.to(device))
     batches = (x.to(device) for x in recalibration_batches(splits.train, cfg.bn_recalibration_batches, 256, cfg.seed))
     recalibrate_batchnorm(best, batches)
-    after = test_bits_per_dim(best, test_images.to(device))
+    after = eval_bits_per_dim(best, test_images.to(device))
     metrics.note(
         f"batch-norm recalibration ({cfg.bn_recalibration_batches} batches of 256): "
         f"test bits/dim {before:.4f} -> {after:.4f}"

@@ -8,14 +8,14 @@ is detected.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from nvp_core.fileio import atomic_write
 
 STATE_FORMAT = "nvp_train_state/1"
 
@@ -26,19 +26,6 @@ class StateError(ValueError):
 
 def state_paths(out: Path, stem: str = "last") -> tuple[Path, Path]:
     return out / f"{stem}.state.safetensors", out / f"{stem}.state.json"
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,9 +69,9 @@ def save_state(
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
     step = str(counters["step"])
-    _atomic_write(t_path, lambda tmp: save_file(tensors, tmp, metadata={"format": STATE_FORMAT, "step": step}))
+    atomic_write(t_path, lambda tmp: save_file(tensors, tmp, metadata={"format": STATE_FORMAT, "step": step}))
     doc = {"format": STATE_FORMAT, "counters": counters, "optimizer": opt_info}
-    _atomic_write(j_path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+    atomic_write(j_path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
 
 
 def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

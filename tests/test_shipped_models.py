@@ -1,0 +1,49 @@
+"""The models that ship in models/: they load, their gallery matches the contract, and their bits/dim on
+the bundled gallery agrees with the checkpoint's metadata and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nvp_core import load_model
+from train.export import gallery_bits_per_dim
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+META_KEYS = {"dataset", "image_size", "channels", "class_names", "epoch", "step", "test_bpd", "train_time_s",
+             "hardware", "preset", "command"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "classes", "size"), [("fashion_mnist", 10, 28), ("digits", 10, 8)])
+def test_shipped_model(name, classes, size):
+    path = MODELS / f"{name}.safetensors"
+    if not path.exists():
+        pytest.skip(f"{path.name} is not in models/ yet")
+    model, meta = load_model(path)
+    assert set(meta) >= META_KEYS, META_KEYS - set(meta)
+    assert model.config.image_size == meta["image_size"] == size and model.config.in_channels == meta["channels"]
+    assert len(meta["class_names"]) == classes
+    assert path.stat().st_size < 8 * 1024 * 1024, "keep the shipped model small"
+
+    with np.load(MODELS / f"{name}.gallery.npz", allow_pickle=False) as g:
+        images, labels, class_names = g["images"], g["labels"], list(g["class_names"])
+    assert images.dtype == np.uint8 and images.shape[1:] == (meta["channels"], size, size)
+    assert labels.dtype == np.int64 and labels.shape == (len(images),)
+    assert class_names == meta["class_names"]
+    assert set(np.unique(labels)) == set(range(classes))
+
+    bpd = gallery_bits_per_dim(model, images)
+    assert bpd == pytest.approx(meta["gallery_bpd"], abs=0.01)
+    # The gallery is a sample of the test split: its value is close to the full test value.
+    assert bpd == pytest.approx(meta["test_bpd"], abs=0.1)
+    card = (MODELS / "README.md").read_text()
+    assert f"{meta['test_bpd']:.3f}" in card, "the model card must state the test bits/dim"
+
+    x = model.sample(4, temperature=0.7, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    lines = (MODELS / f"{name}.metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["test_bpd"] >= meta["test_bpd"] - 0.05
