@@ -13,6 +13,7 @@ from .batchnorm import BatchNormFlow
 from .config import FlowConfig
 from .coupling import ChannelCoupling, CheckerboardCoupling, _AffineCoupling
 from .preprocess import LogitTransform
+from .resnet import ResNet
 from .squeeze import CheckerboardOrder, Squeeze
 
 Temperature = float | Sequence[float]
@@ -185,6 +186,16 @@ class RealNVP(nn.Module):
         for m in self.modules():
             if isinstance(m, _AffineCoupling):
                 m.compute_dtype = dtype
+        return self
+
+    def set_channels_last(self, enabled: bool = True) -> RealNVP:
+        """Run the s,t ResNets' convolutions in channels_last (NHWC) memory format, the layout oneDNN's
+        CPU convolutions and tensor cores prefer. Parameters, the state dict and the latents' shapes are
+        unchanged; results equal the default layout's up to float rounding of the convolutions."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        for m in self.modules():
+            if isinstance(m, ResNet):
+                m.memory_format = fmt
         return self
 
     def set_sync_batchnorm(self, sync: bool) -> RealNVP:

@@ -1,0 +1,143 @@
+"""Interactive latency of the explorer's operations: encode + decode of one image, a 16-frame interpolation,
+64 samples; plus forward/inverse time per batch and per image for the default configurations."""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import load_now, summarize_ms, time_calls
+from nvp_core import FlowConfig, RealNVP, load_model
+from nvp_core.fastpath import compile_nets
+from nvp_core.latent import interpolate
+from nvp_core.resnet import WNConv2d
+
+SHIPPED = Path(__file__).resolve().parent.parent / "models" / "fashion_mnist.safetensors"
+
+
+@dataclass(frozen=True)
+class InferenceVariant:
+    """``baseline``: what a plain implementation does (no_grad, NCHW, weight norm recomputed per call, one
+    decode per interpolation frame). ``fast``: inference_mode, channels_last, cached weights, batched decode."""
+
+    name: str
+    fast: bool
+    threads: int
+    compile: bool = False
+
+
+def shipped_or_preset_model() -> tuple[RealNVP, str]:
+    """The shipped Fashion-MNIST model if it exists, else a freshly initialised model of the same preset
+    (timings do not depend on the weights' values)."""
+    if SHIPPED.exists():
+        model, _meta = load_model(SHIPPED)
+        return model.eval(), str(SHIPPED.name)
+    from train.config import preset
+
+    cfg = preset("fashion-mnist").flow_config(1, 28)
+    torch.manual_seed(0)
+    return RealNVP(cfg).eval(), "fashion-mnist preset (random init; shipped model not present)"
+
+
+def _mode(fast: bool) -> AbstractContextManager[Any]:
+    return torch.inference_mode() if fast else torch.no_grad()
+
+
+def _prep(model: RealNVP, x: torch.Tensor, fast: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if fast else x
+
+
+def interactive_latency(model: RealNVP, variant: InferenceVariant, repeats: int = 30) -> dict[str, Any]:
+    """p50/p90 of the three interactive operations under ``variant`` (restores the model's settings)."""
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(variant.threads)
+    WNConv2d.cache_weights = variant.fast
+    model.set_channels_last(variant.fast)
+    cfg = model.config
+    gen = torch.Generator().manual_seed(0)
+    x1 = torch.rand(1, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen) * 0.9 + 0.05
+    x2 = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen) * 0.9 + 0.05
+    compile_s = None
+    try:
+        if variant.compile:
+            compile_nets(model)
+        fast = variant.fast
+
+        def encode_decode() -> None:
+            with _mode(fast):
+                zs, _ = model(_prep(model, x1, fast))
+                model.inverse(zs)
+
+        def interpolation() -> None:
+            with _mode(fast):
+                zs, _ = model(_prep(model, x2, fast))
+                za, zb = [z[:1] for z in zs], [z[1:] for z in zs]
+                frames = interpolate(za, zb, 16)
+                if fast:
+                    model.inverse(frames)  # one batched decode of all 16 frames
+                else:
+                    for i in range(16):
+                        model.inverse([z[i : i + 1] for z in frames])
+
+        def samples() -> None:
+            with _mode(fast):
+                model.sample(64, temperature=0.7, generator=torch.Generator().manual_seed(1))
+
+        t = time.perf_counter()
+        for fn in (encode_decode, interpolation, samples):
+            fn()  # first calls: compilation, allocation
+        compile_s = time.perf_counter() - t
+        out = {
+            "variant": variant.name,
+            "threads": variant.threads,
+            "first_calls_s": round(compile_s, 2),
+            "encode_decode_1": summarize_ms(time_calls(encode_decode, repeats)),
+            "interpolation_16": summarize_ms(time_calls(interpolation, max(3, repeats // 4))),
+            "samples_64": summarize_ms(time_calls(samples, max(3, repeats // 6))),
+            "load": load_now(),
+        }
+    finally:
+        torch.set_num_threads(prev_threads)
+        WNConv2d.cache_weights = True
+        model.set_channels_last(False)
+    return out
+
+
+def forward_inverse_times(cfg: FlowConfig, batch: int, fast: bool, repeats: int = 5) -> dict[str, Any]:
+    """Forward and inverse time of ``cfg`` at ``batch`` (eval mode) and the parameter count."""
+    torch.manual_seed(0)
+    model = RealNVP(cfg).eval().set_channels_last(fast)
+    x = torch.rand(batch, cfg.in_channels, cfg.image_size, cfg.image_size) * 0.9 + 0.05
+    x = _prep(model, x, fast)
+    with _mode(fast):
+        zs, _ = model(x)
+        fwd = time_calls(lambda: model(x), repeats)
+        inv = time_calls(lambda: model.inverse(zs), repeats)
+    f, i = summarize_ms(fwd), summarize_ms(inv)
+    return {
+        "batch": batch,
+        "fast": fast,
+        "forward_ms_p50": f["p50_ms"],
+        "inverse_ms_p50": i["p50_ms"],
+        "forward_ms_per_image": round(f["p50_ms"] / batch, 3),
+        "inverse_ms_per_image": round(i["p50_ms"] / batch, 3),
+        "load": load_now(),
+    }
+
+
+def default_configs() -> dict[str, FlowConfig]:
+    """FlowConfig's defaults, the training presets at their datasets' sizes, and the issue's reference."""
+    from bench.train_speed import PAPER_28
+    from train.config import preset
+
+    return {
+        "FlowConfig() default": FlowConfig(),
+        "preset fashion-mnist": preset("fashion-mnist").flow_config(1, 28),
+        "preset digits (8x8)": preset("digits").flow_config(1, 8),
+        "paper CIFAR-10 net at 28x28x1": PAPER_28,
+    }

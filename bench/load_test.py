@@ -1,0 +1,338 @@
+"""Load test: N concurrent browser sessions (Playwright contexts in Debian's chromium) against one
+``streamlit run`` of the app, each doing encode, interpolate and sample R times.
+
+Reports the success count, response-time percentiles per operation (from the input event to the new
+result on screen, the app idle again) and the server's resident memory after round 1 and at the end.
+
+    python -m bench.load_test                      # 8 sessions x 25 rounds, shipped models if present
+    python -m bench.load_test --sessions 2 --rounds 2 --out artifacts/load_small.json
+
+Operations (each in the same browser session, moving between pages with the sidebar navigation):
+  encode       Encode page: type a new gallery index -> the image, its latents and bits/dim are redrawn
+  interpolate  Interpolate page: move the level-1 weight slider one step -> the A -> B strip is redrawn
+  sample       Sample page: type a new seed -> the grid of samples is redrawn
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "app" / "streamlit_app.py"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]  # fmt: skip
+IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-stale="true"]')"""
+CAPTION_JS = """([prefix, text]) => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
+    .some(c => c.innerText.startsWith(prefix) && c.innerText.includes(text))"""
+
+
+# ------------------------------------------------------------------------------------------- server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (MB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(models_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "NVP_MODELS_DIR": str(models_dir), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port",
+           str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # fmt: skip
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode}; see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"streamlit not healthy after 180 s; see {log}")
+        time.sleep(0.5)
+
+
+def fixture_models(folder: Path) -> Path:
+    """A small random Real NVP (1x16x16, 3 scales) with a gallery, for when no shipped model exists."""
+    import numpy as np
+    import torch
+
+    from nvp_core import FlowConfig, RealNVP, save_model
+
+    torch.manual_seed(0)
+    model = RealNVP(FlowConfig(in_channels=1, image_size=16, num_scales=3, mid_channels=16, num_blocks=2))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("scale"):
+                p.mul_(0.5)
+            else:
+                p.add_(0.05 * torch.randn_like(p))
+    save_model(model.eval(), folder / "fixture.safetensors", {"dataset": "fixture", "class_names": ["a", "b"]})
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (200, 1, 16, 16), dtype=np.uint8)
+    np.savez(folder / "fixture.gallery.npz", images=images, labels=np.arange(200) % 2,
+             class_names=np.array(["a", "b"]))  # fmt: skip
+    return folder
+
+
+# ------------------------------------------------------------------------------------------- browser
+
+
+@dataclass
+class SessionResult:
+    ok: int = 0
+    failed: int = 0
+    times: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
+    errors: list[str] = field(default_factory=list)
+
+
+async def settle(page: object, timeout: float) -> None:
+    await page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)  # type: ignore[attr-defined]
+    for _ in range(2):
+        await page.wait_for_timeout(150)  # type: ignore[attr-defined]
+        await page.wait_for_function(IDLE_JS, timeout=timeout)  # type: ignore[attr-defined]
+
+
+async def goto_page(page: object, title: str, timeout: float) -> None:
+    """Moves to a page through the sidebar navigation (the same Streamlit session)."""
+    nav = page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title)  # type: ignore[attr-defined]
+    await nav.first.click()
+    await page.wait_for_function(  # type: ignore[attr-defined]
+        "t => [...document.querySelectorAll('[data-testid=\"stMain\"] h1')].some(h => h.innerText.trim() === t)",
+        arg=title,
+        timeout=timeout,
+    )
+    await settle(page, timeout)
+
+
+async def exceptions(page: object) -> list[str]:
+    return await page.locator('[data-testid="stException"]').all_inner_texts()  # type: ignore[attr-defined]
+
+
+async def set_number(page: object, label: str, value: int) -> None:
+    box = page.locator('[data-testid="stNumberInput"]').filter(has_text=label).first  # type: ignore[attr-defined]
+    field_ = box.locator("input")
+    await field_.fill(str(value))
+    await field_.press("Enter")
+
+
+async def wait_caption(page: object, prefix: str, text: str, timeout: float) -> None:
+    await page.wait_for_function(CAPTION_JS, arg=[prefix, text], timeout=timeout)  # type: ignore[attr-defined]
+    await page.wait_for_function(IDLE_JS, timeout=timeout)  # type: ignore[attr-defined]
+
+
+async def op_encode(page: object, r: int, gallery_n: int, timeout: float) -> float:
+    idx = (7 * r + 1) % gallery_n
+    t0 = time.perf_counter()
+    await set_number(page, "Gallery image", idx)
+    await wait_caption(page, "x: gallery", f"#{idx} ", timeout)
+    return time.perf_counter() - t0
+
+
+async def op_interpolate(page: object, r: int, timeout: float) -> float:
+    # The level-1 weight goes 1 -> 0.95 -> 1 -> ...; the strip's caption names the weights.
+    thumb = page.get_by_role("slider", name="level 1 (finest)", exact=True)  # type: ignore[attr-defined]
+    await thumb.focus()
+    going_down = r % 2 == 0
+    want = "weights 0.95" if going_down else "weights 1,"
+    t0 = time.perf_counter()
+    await thumb.press("ArrowLeft" if going_down else "ArrowRight")
+    await wait_caption(page, "A → B", want, timeout)
+    return time.perf_counter() - t0
+
+
+async def op_sample(page: object, r: int, session: int, timeout: float) -> float:
+    seed = 1000 * session + r + 1
+    t0 = time.perf_counter()
+    await set_number(page, "Seed", seed)
+    await wait_caption(page, "", f"seed {seed}, T =", timeout)
+    return time.perf_counter() - t0
+
+
+async def run_session(
+    browser: object, url: str, session: int, rounds: int, gallery_n: int, timeout: float, round1: asyncio.Event,
+    round1_done: list[int], n_sessions: int, on_round1: object,
+) -> SessionResult:  # fmt: skip
+    res = SessionResult()
+    ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+    page = await ctx.new_page()
+    page.set_default_timeout(timeout)
+    try:
+        await page.goto(url)
+        await settle(page, timeout)
+        ops = [
+            ("encode", "Encode", lambda r: op_encode(page, r, gallery_n, timeout)),
+            ("interpolate", "Interpolate", lambda r: op_interpolate(page, r, timeout)),
+            ("sample", "Sample", lambda r: op_sample(page, r, session, timeout)),
+        ]
+        for r in range(rounds):
+            for name, title, op in ops:
+                try:
+                    await goto_page(page, title, timeout)
+                    dt = await op(r)
+                    problems = await exceptions(page)
+                    if problems:
+                        raise RuntimeError(problems[0][:300])
+                    res.times[name].append(dt)
+                    res.ok += 1
+                except Exception as e:  # a failed operation is counted and the session goes on
+                    res.failed += 1
+                    res.errors.append(f"session {session} round {r} {name}: {type(e).__name__}: {str(e)[:300]}")
+            if r == 0:
+                round1_done.append(session)
+                if len(round1_done) == n_sessions:
+                    on_round1()  # type: ignore[operator]
+                    round1.set()
+    finally:
+        await ctx.close()
+    return res
+
+
+def percentile(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    s = sorted(xs)
+    k = (len(s) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, timeout: float) -> dict:
+    from playwright.async_api import async_playwright
+
+    mem: dict[str, float] = {}
+    peak = {"rss": rss_mb(pid)}
+    round1 = asyncio.Event()
+    done: list[int] = []
+
+    def on_round1() -> None:
+        mem["after_round1_mb"] = rss_mb(pid)
+
+    async def watch() -> None:
+        while True:
+            peak["rss"] = max(peak["rss"], rss_mb(pid))
+            await asyncio.sleep(0.5)
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        watcher = asyncio.create_task(watch())
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*[
+            run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1)
+            for s in range(sessions)
+        ])  # fmt: skip
+        wall = time.perf_counter() - t0
+        watcher.cancel()
+        await browser.close()
+    mem["end_mb"] = rss_mb(pid)
+    mem["peak_mb"] = peak["rss"]
+    all_times = [t for r in results for ts in r.times.values() for t in ts]
+    per_op = {
+        op: {
+            "n": len(ts),
+            "p50_s": percentile(ts, 0.5),
+            "p95_s": percentile(ts, 0.95),
+            "max_s": max(ts) if ts else float("nan"),
+        }
+        for op in ("encode", "interpolate", "sample")
+        for ts in [[t for r in results for t in r.times[op]]]
+    }
+    return {
+        "sessions": sessions,
+        "rounds": rounds,
+        "operations_expected": sessions * rounds * 3,
+        "succeeded": sum(r.ok for r in results),
+        "failed": sum(r.failed for r in results),
+        "errors": [e for r in results for e in r.errors][:20],
+        "p50_s": percentile(all_times, 0.5),
+        "p95_s": percentile(all_times, 0.95),
+        "mean_s": statistics.fmean(all_times) if all_times else float("nan"),
+        "per_operation": per_op,
+        "server_rss": mem,
+        "wall_s": wall,
+    }
+
+
+def run(sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, log: Path) -> dict:
+    """Starts the server, drives the sessions, stops the server; returns the report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if models_dir is None:
+            from app.models import list_checkpoints
+
+            shipped = ROOT / "models"
+            models_dir = shipped if list_checkpoints(shipped) else fixture_models(Path(tmp))
+        from app.models import gallery_path, list_checkpoints
+
+        first = list_checkpoints(models_dir)[0]
+        import numpy as np
+
+        gp = gallery_path(first)
+        gallery_n = len(np.load(gp)["labels"]) if gp else 1
+        proc, url = start_server(models_dir, log)
+        try:
+            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    report["model"] = str(first)
+    report["server_rss"]["growth_after_round1_mb"] = report["server_rss"]["end_mb"] - report["server_rss"].get(
+        "after_round1_mb", float("nan")
+    )
+    report["load_average_at_end"] = os.getloadavg()
+    report["cpu_count"] = os.cpu_count()
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.load_test", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", type=int, default=8, help="concurrent browser contexts (default 8)")
+    p.add_argument("--rounds", type=int, default=25, help="rounds of encode+interpolate+sample each (default 25)")
+    p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds before one operation counts as failed")
+    p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test.json")
+    args = p.parse_args(argv)
+    if not CHROMIUM.is_file():
+        print(f"error: {CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
+        return 2
+    report = run(args.sessions, args.rounds, args.models_dir, args.timeout, args.out.with_suffix(".server.log"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0 if report["failed"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Quality per unit of compute: test bits/dim against training wall-clock, float32 reference vs the fast path;
+and the bf16-vs-float32 check at equal steps.
+
+    python -m bench.quality --minutes 5                  # fashion-mnist preset, 5 training minutes per variant
+    python -m bench.quality --equal-steps 200 --dataset digits --preset digits   # bf16 vs fp32, same steps
+
+The variants train in alternating time slices (``--slice-seconds``), so a busy machine slows them alike;
+evaluation time is not counted as training time. Results: ``bench/results/quality-<UTC time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench.common import load_now, machine_info, table, write_results
+from nvp_core import RealNVP
+from train.config import preset
+from train.data import load_dataset
+from train.evaluate import eval_bits_per_dim
+from train.loop import build_optimizer, loss_bits_per_dim, train_batch
+from train.schedule import learning_rate
+
+
+@dataclass
+class Run:
+    """One model being trained, with its own optimiser, data order and curve."""
+
+    name: str
+    model: RealNVP
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    channels_last: bool
+    train_s: float = 0.0
+    steps: int = 0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _make_run(name: str, cfg: Any, flow_cfg: Any, channels_last: bool, dtype: torch.dtype | None, seed: int) -> Run:
+    torch.manual_seed(seed)
+    model = RealNVP(flow_cfg).train().set_channels_last(channels_last).set_compute_dtype(dtype)
+    return Run(name, model, build_optimizer(model, cfg), torch.Generator().manual_seed(seed), channels_last)
+
+
+def _step(run: Run, splits: Any, cfg: Any) -> float:
+    idx = torch.randint(0, len(splits.train), (cfg.batch_size,), generator=run.gen)
+    x = train_batch(splits, idx, run.gen)
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    lr = learning_rate(cfg.lr, run.steps, cfg.warmup_steps, 0.0, "constant", cfg.min_lr_ratio)
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    loss = loss_bits_per_dim(run.model, run.model, x)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.opt.step()
+    run.steps += 1
+    return float(loss.detach())
+
+
+def _evaluate(run: Run, test: torch.Tensor) -> None:
+    bpd = eval_bits_per_dim(run.model, test)
+    run.model.train()
+    run.curve.append(
+        {"train_minutes": round(run.train_s / 60, 3), "steps": run.steps, "test_bpd": round(bpd, 4), "load": load_now()}
+    )
+    print(f"  {run.name:>10}: {run.train_s / 60:6.2f} min, {run.steps:5d} steps, test {bpd:.4f} bits/dim", flush=True)
+
+
+def quality_vs_time(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = preset(args.preset).with_updates(dataset=args.dataset)
+    splits = load_dataset(cfg.dataset)
+    flow_cfg = cfg.flow_config(splits.channels, splits.image_size)
+    test = splits.test[: args.eval_images]
+    runs = [
+        _make_run("fp32-nchw", cfg, flow_cfg, False, None, args.seed),
+        _make_run("fast", cfg, flow_cfg, True, _fast_dtype(), args.seed),
+    ]
+    budget = args.minutes * 60
+    next_eval = {r.name: 0.0 for r in runs}
+    while any(r.train_s < budget for r in runs):
+        for r in runs:
+            if r.train_s >= budget:
+                continue
+            if r.train_s >= next_eval[r.name]:
+                _evaluate(r, test)
+                next_eval[r.name] += args.eval_every_minutes * 60
+            t = time.perf_counter()
+            while time.perf_counter() - t < args.slice_seconds and r.train_s + time.perf_counter() - t < budget:
+                _step(r, splits, cfg)
+            r.train_s += time.perf_counter() - t
+    for r in runs:
+        _evaluate(r, test)
+    return {
+        "preset": args.preset,
+        "dataset": cfg.dataset,
+        "config": flow_cfg.to_dict(),
+        "batch": cfg.batch_size,
+        "eval_images": len(test),
+        "minutes_per_variant": args.minutes,
+        "curves": {r.name: r.curve for r in runs},
+    }
+
+
+def _fast_dtype() -> torch.dtype | None:
+    from nvp_core.fastpath import fast_compute_dtype
+
+    return fast_compute_dtype(torch.device("cpu"))
+
+
+def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
+    """fp32 and bf16 trained for the same steps on the same batches from the same initialisation."""
+    cfg = preset(args.preset).with_updates(dataset=args.dataset)
+    splits = load_dataset(cfg.dataset)
+    flow_cfg = cfg.flow_config(splits.channels, splits.image_size)
+    test = splits.test[: args.eval_images]
+    runs = [
+        _make_run("fp32", cfg, flow_cfg, True, None, args.seed),
+        _make_run("bf16", cfg, flow_cfg, True, torch.bfloat16, args.seed),
+    ]
+    for r in runs:
+        t = time.perf_counter()
+        for _ in range(args.equal_steps):
+            _step(r, splits, cfg)
+        r.train_s = time.perf_counter() - t
+        _evaluate(r, test)  # eval in float32 (train.evaluate.eval_float32), as the trainer does
+    a, b = (r.curve[-1]["test_bpd"] for r in runs)
+    return {
+        "preset": args.preset,
+        "dataset": cfg.dataset,
+        "config": flow_cfg.to_dict(),
+        "steps": args.equal_steps,
+        "fp32_test_bpd": a,
+        "bf16_test_bpd": b,
+        "abs_diff": round(abs(a - b), 4),
+        "within_0_02": abs(a - b) <= 0.02,
+        "train_s": {r.name: round(r.train_s, 1) for r in runs},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="fashion-mnist")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--minutes", type=float, default=5.0, help="training minutes per variant")
+    p.add_argument("--slice-seconds", type=float, default=20.0)
+    p.add_argument("--eval-every-minutes", type=float, default=1.0)
+    p.add_argument("--eval-images", type=int, default=1000)
+    p.add_argument("--equal-steps", type=int, default=0, help="instead: bf16 vs fp32 after this many steps")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info()
+    if args.equal_steps:
+        res = equal_steps(args)
+        print(table([res], ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_0_02"]))
+        path = write_results("quality-bf16-equal-steps", {"machine": info, "args": vars(args), **res})
+    else:
+        res = quality_vs_time(args)
+        path = write_results("quality", {"machine": info, "args": vars(args), **res})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
