@@ -161,7 +161,7 @@ async def op_encode(page: object, r: int, gallery_n: int, timeout: float) -> flo
 
 async def op_interpolate(page: object, r: int, timeout: float) -> float:
     # The level-1 weight goes 1 -> 0.95 -> 1 -> ...; the strip's caption names the weights.
-    thumb = page.get_by_role("slider", name="level 1 (finest)", exact=True)  # type: ignore[attr-defined]
+    thumb = page.locator('[data-testid="stSlider"] input[type="range"][aria-label="level 1 (finest)"]').first  # type: ignore[attr-defined]
     await thumb.focus()
     going_down = r % 2 == 0
     want = "weights 0.95" if going_down else "weights 1,"
