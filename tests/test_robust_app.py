@@ -162,7 +162,8 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
         np.testing.assert_allclose(plotly_array(shown[0]["data"][0]["z"]), zs[0][0, 0].numpy(), atol=1e-4)
 
     def expect_path(at: AppTest, ia: int, ib: int, steps: int, method: str, weights: list[float]) -> None:
-        key, frames = at.session_state["_memo:interp"]
+        key, value = at.session_state["_memo:interp"]
+        frames = value[1] if isinstance(value, tuple) else value  # (latent path, frames) or frames
         assert key[1:] == (method, steps, tuple(weights)), key
         g = np.load(models / "grey12.gallery.npz")
         x = (torch.from_numpy(g["images"][[ia, ib]]).float() + 0.5) / 256
