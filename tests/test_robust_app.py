@@ -209,3 +209,38 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
     assert after == before, "a session changed the shared model"
     assert app_state._load(str(ckpt), app_state.stamp(ckpt))[0] is shared
     assert len(loads) <= 1
+
+
+@pytest.mark.timeout(300)
+def test_hostile_files_beside_a_model_are_refused_or_ignored(monkeypatch, models: Path, tmp_path) -> None:
+    """A gallery holding a pickled object array, a binary metrics file and a model card with HTML/script:
+    the pages still work, the gallery gets a warning, nothing is unpickled, no script is rendered."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    (folder / "grey12.safetensors").write_bytes((models / "grey12.safetensors").read_bytes())
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    objects = np.empty(2, dtype=object)
+    objects[:] = [Payload(), Payload()]
+    np.savez(folder / "grey12.gallery.npz", images=objects, labels=np.zeros(2, np.int64))
+    (folder / "grey12.metrics.jsonl").write_bytes(
+        b'\x00\xff garbage\n{"step": 1, "test_bpd": NaN}\n[1, 2]\n{"step": 2, "test_bpd": 1e308}\n{"step": '
+    )
+    (folder / "README.md").write_text("# card\n<script>document.title='pwned'</script><img src=x onerror=alert(1)>")
+    monkeypatch.setenv("NVP_MODELS_DIR", str(folder))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    for page in ("encode", "latent_map", "how_it_works"):
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+    cards = [m for m in at.markdown if "<script>" in m.value]  # How it works shows the model card
+    assert cards and not any(m.proto.allow_html for m in cards)
+    at.switch_page("views/encode.py").run()
+    assert any("gallery" in w.value.lower() or "grey12.gallery.npz" in w.value for w in at.warning), [
+        w.value for w in at.warning
+    ]
+    assert not marker.exists()
