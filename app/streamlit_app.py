@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -106,9 +107,20 @@ def _uploaded_checkpoint_slot() -> Path | None:
         return _uploaded_checkpoint()
 
 
+def _threads() -> int:
+    """Torch threads for inference: ``$NVP_APP_THREADS``, else 1 on machines with 2 cores or fewer (more threads
+    than free cores make small convolutions many times slower), else half the cores up to 4."""
+    env = os.environ.get("NVP_APP_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else min(4, cores // 2)
+
+
 def main() -> None:
     st.set_page_config(page_title="Real NVP explorer", page_icon=":material/blur_on:", layout="wide")
     torch.set_grad_enabled(False)
+    torch.set_num_threads(_threads())
     pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
     nav = st.navigation(pages)
     if not sidebar():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -179,11 +180,12 @@ def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
     return fig
 
 
-def downloads(items: Sequence[tuple[str, bytes, str, str]], key: str) -> None:
-    """A row of download buttons: ``(label, data, file name, mime)``."""
+def downloads(items: Sequence[tuple[str, Callable[[], bytes], str, str]], key: str) -> None:
+    """A row of download buttons: ``(label, make_bytes, file name, mime)``; the bytes are only made when
+    the button is clicked (so sliders do not pay for PNG/GIF/npz encoding)."""
     cols = st.columns(len(items))
-    for col, (label, data, name, mime) in zip(cols, items, strict=True):
-        col.download_button(label, data, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
+    for col, (label, make, name, mime) in zip(cols, items, strict=True):
+        col.download_button(label, make, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
 
 
 def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:
@@ -233,14 +235,47 @@ def distinct_examples(ctx: Ctx, k: int) -> list[int]:
 
 
 def animation(frames: np.ndarray, min_side: int = 160, label: str = "frame") -> go.Figure:
-    """A plotly figure with a play button and a slider over ``[N, C, H, W]`` frames (runs in the browser)."""
-    import plotly.express as px
-
-    big = np.stack([np.asarray(compute.to_pil(f, min_side).convert("RGB")) for f in frames])
-    fig = px.imshow(big, animation_frame=0, binary_string=True, labels={"animation_frame": label})
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
-    fig.update_layout(height=min_side + 190, margin={"l": 0, "r": 0, "t": 10, "b": 0})
-    if fig.layout.updatemenus:
-        fig.layout.updatemenus[0].buttons[0].args[1]["frame"]["duration"] = 150
+    """A plotly figure with a play button and a slider over ``[N, C, H, W]`` frames; it runs in the browser.
+    Frames are embedded as PNG data URIs (built directly: plotly.express is several times slower)."""
+    uris = ["data:image/png;base64," + base64.b64encode(compute.png_bytes(f, min_side)).decode() for f in frames]
+    size = compute.to_pil(frames[0], min_side).size
+    names = [str(k) for k in range(len(frames))]
+    fig = go.Figure(
+        data=[go.Image(source=uris[0])],
+        frames=[go.Frame(data=[go.Image(source=u)], name=n) for u, n in zip(uris, names, strict=True)],
+    )
+    step = {"frame": {"duration": 0, "redraw": True}, "mode": "immediate", "transition": {"duration": 0}}
+    play = {"frame": {"duration": 150, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
+    fig.update_layout(
+        width=None,
+        height=size[1] + 110,
+        margin={"l": 0, "r": 0, "t": 0, "b": 0},
+        xaxis={"visible": False},
+        yaxis={"visible": False, "scaleanchor": "x"},
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "left",
+                "x": 0,
+                "y": 0,
+                "xanchor": "left",
+                "yanchor": "top",
+                "buttons": [
+                    {"label": "▶", "method": "animate", "args": [None, play]},
+                    {"label": "❚❚", "method": "animate", "args": [[None], step]},
+                ],
+            }
+        ],
+        sliders=[
+            {
+                "active": 0,
+                "x": 0.15,
+                "len": 0.85,
+                "y": 0,
+                "yanchor": "top",
+                "currentvalue": {"prefix": f"{label} "},
+                "steps": [{"label": n, "method": "animate", "args": [[n], step]} for n in names],
+            }
+        ],
+    )
     return fig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -105,10 +107,15 @@ def edit_view(z: list, direction: list, key: str) -> None:
     mosaic = widgets.strip(frames, "s = " + ", ".join(f"{s:.2g}" for s in strengths), cell=100)
     widgets.downloads(
         [
-            ("Strip (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_attribute.png", "image/png"),
+            (
+                "Strip (PNG)",
+                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
+                f"{ctx.name}_attribute.png",
+                "image/png",
+            ),
             (
                 "Latents (.npz)",
-                compute.npz_bytes(zz, strengths=np.array(strengths)),
+                partial(compute.npz_bytes, zz, strengths=np.array(strengths)),
                 f"{ctx.name}_attribute.npz",
                 "application/octet-stream",
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 import plotly.graph_objects as go
@@ -107,11 +108,11 @@ widgets.downloads(
     [
         (
             "Latents (.npz)",
-            compute.npz_bytes(zs, image=image[None]),
+            partial(compute.npz_bytes, zs, image=image[None]),
             f"{ctx.name}_latents.npz",
             "application/octet-stream",
         ),
-        ("Reconstruction (PNG)", compute.png_bytes(rec, 140), f"{ctx.name}_reconstruction.png", "image/png"),
+        ("Reconstruction (PNG)", partial(compute.png_bytes, rec, 140), f"{ctx.name}_reconstruction.png", "image/png"),
     ],
     key=ctx.k("enc_dl"),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -29,6 +31,14 @@ zb = compute.encode(model, pb[0][None])
 
 
 @st.fragment
+def frame_view(frames: np.ndarray) -> None:
+    """Browses the decoded frames: its own fragment, so moving this slider reruns only this (no model call)."""
+    steps = len(frames)
+    k = st.slider("Frame", 0, steps - 1, steps // 2, key=ctx.k("ip_frame"), help="Browses the decoded frames.")
+    st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}", output_format="PNG")
+
+
+@st.fragment
 def path_view(za: list, zb: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
     with c1:
@@ -47,40 +57,33 @@ def path_view(za: list, zb: list, key: str) -> None:
             wcols[lv - 1].slider(widgets.level_name(ctx, lv), 0.0, 1.0, 1.0, 0.05, key=ctx.k(f"ip_w{lv}"))
             for lv in range(1, L + 1)
         ]
-    frames = widgets.memo(
-        "interp",
-        (key, method, steps, tuple(weights)),
-        lambda: compute.decode(model, interpolate(za, zb, steps, method=method, level_weights=weights)),
-    )
-    zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
-    mosaic = widgets.strip(
-        frames, f"A → B in {steps} frames ({method}; weights {', '.join(f'{w:g}' for w in weights)})"
-    )
+
+    def run() -> tuple[list, np.ndarray]:
+        zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
+        return zpath, compute.decode(model, zpath)  # one inverse call for every frame
+
+    zpath, frames = widgets.memo("interp", (key, method, steps, tuple(weights)), run)
+    label = ", ".join(f"{w:g}" for w in weights)
+    mosaic = widgets.strip(frames, f"A → B in {steps} frames ({method}; level weights {label})")
     f1, f2 = st.columns([1, 2])
     with f1:
-        k = st.slider(
-            "Frame",
-            0,
-            steps - 1,
-            steps // 2,
-            key=ctx.k("ip_frame"),
-            help="Browses the decoded frames (no new model call).",
-        )
-        st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}", output_format="PNG")
+        frame_view(frames)
     with f2:
-        st.plotly_chart(widgets.animation(frames), key="ip_anim")
+        fig = widgets.memo("interp_anim", (key, method, steps, tuple(weights)), lambda: widgets.animation(frames))
+        st.plotly_chart(fig, key="ip_anim")
+        st.caption("The animation runs in your browser: press ▶ or drag its slider.")
     widgets.downloads(
         [
             (
                 "Strip (PNG)",
-                compute.png_bytes(mosaic, 4 * mosaic.shape[1]),
+                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
                 f"{ctx.name}_interpolation.png",
                 "image/png",
             ),
-            ("Animation (GIF)", compute.gif_bytes(frames), f"{ctx.name}_interpolation.gif", "image/gif"),
+            ("Animation (GIF)", partial(compute.gif_bytes, frames), f"{ctx.name}_interpolation.gif", "image/gif"),
             (
                 "Latents (.npz)",
-                compute.npz_bytes(zpath, weights=np.array(weights)),
+                partial(compute.npz_bytes, zpath, weights=np.array(weights)),
                 f"{ctx.name}_path.npz",
                 "application/octet-stream",
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 
@@ -44,10 +46,15 @@ def grid_view(zs4: list, key: str) -> None:
     mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))
     widgets.downloads(
         [
-            ("Grid (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_manifold.png", "image/png"),
+            (
+                "Grid (PNG)",
+                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
+                f"{ctx.name}_manifold.png",
+                "image/png",
+            ),
             (
                 "Latents (.npz)",
-                compute.npz_bytes(manifold(*zs4, n, levels=levels), levels=np.array(levels)),
+                partial(compute.npz_bytes, manifold(*zs4, n, levels=levels), levels=np.array(levels)),
                 f"{ctx.name}_manifold.npz",
                 "application/octet-stream",
             ),

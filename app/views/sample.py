@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 import torch
@@ -43,10 +45,15 @@ def sample_view() -> None:
     )
     widgets.downloads(
         [
-            ("Grid (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_samples.png", "image/png"),
+            (
+                "Grid (PNG)",
+                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
+                f"{ctx.name}_samples.png",
+                "image/png",
+            ),
             (
                 "Latents (.npz)",
-                compute.npz_bytes(zs, temperatures=np.array(temps)),
+                partial(compute.npz_bytes, zs, temperatures=np.array(temps)),
                 f"{ctx.name}_samples.npz",
                 "application/octet-stream",
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import streamlit as st
 import torch
@@ -61,8 +63,13 @@ def resample_view(z: list, key: str) -> None:
     mosaic = widgets.strip(frames, f"columns: {heads} (levels ≥ k kept, k = 1 … {L + 1})", ncol=len(fracs), cell=110)
     widgets.downloads(
         [
-            ("Grid (PNG)", compute.png_bytes(mosaic, 4 * mosaic.shape[1]), f"{ctx.name}_scales.png", "image/png"),
-            ("Latents (.npz)", compute.npz_bytes(batch), f"{ctx.name}_scales.npz", "application/octet-stream"),
+            (
+                "Grid (PNG)",
+                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
+                f"{ctx.name}_scales.png",
+                "image/png",
+            ),
+            ("Latents (.npz)", partial(compute.npz_bytes, batch), f"{ctx.name}_scales.npz", "application/octet-stream"),
         ],
         key=ctx.k("sc_dl"),
     )
