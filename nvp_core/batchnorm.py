@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -53,6 +55,11 @@ class BatchNormFlow(Bijector):
             with torch.no_grad():
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), self.momentum)
                 self.running_var.lerp_(var.detach().to(self.running_var.dtype), self.momentum)
+        elif self._use_cache():
+            mean, log_scale, scale, _inv_scale, beta = self._cached_eval_affine(x)
+            y = (x - mean) * scale + beta
+            logdet = (log_scale.sum() * (x.shape[2] * x.shape[3])).expand(x.shape[0])
+            return y, x.new_zeros(x.shape[0]) + logdet
         else:
             mean, var = self.running_mean.to(x.dtype), self.running_var.to(x.dtype)
         log_scale = self.log_gamma.to(x.dtype) - 0.5 * torch.log(var + self.eps)
@@ -61,9 +68,39 @@ class BatchNormFlow(Bijector):
         return y, x.new_zeros(x.shape[0]) + logdet
 
     def inverse(self, y: Tensor) -> Tensor:
+        if self._use_cache():
+            mean, _log_scale, _scale, inv_scale, beta = self._cached_eval_affine(y)
+            return (y - beta) * inv_scale + mean
         mean, var = self.running_mean.to(y.dtype), self.running_var.to(y.dtype)
         log_scale = self.log_gamma.to(y.dtype) - 0.5 * torch.log(var + self.eps)
         return (y - self.beta.to(y.dtype)) * (-log_scale).exp() + mean
+
+    # --- inference: the eval-mode affine map, computed once --------------------------------------------
+    def _use_cache(self) -> bool:
+        tensors = (self.running_mean, self.running_var, self.log_gamma, self.beta)
+        return (
+            not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+            and not any(t.is_inference() for t in tensors)  # no version counter to invalidate on
+        )
+
+    def _cached_eval_affine(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(mean, log_scale, exp(log_scale), exp(-log_scale), beta)`` in ``x``'s dtype, by the same operations
+        as the uncached path (bit-identical), recomputed only when a statistic or parameter changed in place
+        (``_version``) or moved (``data_ptr``). Saves ~9 small operations per layer and call in inference."""
+        tensors = (self.running_mean, self.running_var, self.log_gamma, self.beta)
+        key = (*(t.data_ptr() for t in tensors), *(t._version for t in tensors), x.dtype, x.device)
+        cache = self.__dict__.get("_affine_cache")
+        if cache is None or cache[0] != key:
+            mean, var = self.running_mean.to(x.dtype), self.running_var.to(x.dtype)
+            log_scale = self.log_gamma.to(x.dtype) - 0.5 * torch.log(var + self.eps)
+            cache = (key, (mean, log_scale, log_scale.exp(), (-log_scale).exp(), self.beta.to(x.dtype)))
+            self.__dict__["_affine_cache"] = cache  # a plain attribute: never in the state dict
+        return cache[1]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BatchNormFlow:  # .to(), .double(), ...
+        self.__dict__.pop("_affine_cache", None)
+        return super()._apply(fn, recurse)
 
     def describe(self) -> str:
         return "batch norm"

@@ -217,3 +217,30 @@ def test_weight_cache_can_be_switched_off() -> None:
             WNConv2d.cache_weights = True
     for a, b in zip(cached, uncached, strict=True):
         assert torch.equal(a, b)
+
+
+# --- batch-norm bijector: cached eval affine map -----------------------------------------------------
+def test_batchnorm_eval_cache_is_bit_identical_and_follows_running_stats() -> None:
+    model = nontrivial_model(CFG, dtype=torch.float32)
+    x = _images(dtype=torch.float32)
+    with torch.enable_grad():
+        zs_grad, ld_grad = model(x)  # uncached path
+        x_grad = model.inverse([z.detach() for z in zs_grad])
+    with torch.no_grad():
+        zs, ld = model(x)
+        x_back = model.inverse(zs)
+        assert torch.equal(ld, ld_grad.detach()) and torch.equal(x_back, x_grad.detach())
+        for a, b in zip(zs, zs_grad, strict=True):
+            assert torch.equal(a, b.detach())
+        model.train()
+        model(_images(n=8, dtype=torch.float32, seed=9))  # updates the running statistics in place
+        model.eval()
+        zs_new, ld_new = model(x)
+    fresh = RealNVP(CFG).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        zs_fresh, ld_fresh = fresh(x)
+    assert not torch.equal(ld_new, ld)
+    assert torch.equal(ld_new, ld_fresh)
+    for a, b in zip(zs_new, zs_fresh, strict=True):
+        assert torch.equal(a, b)
