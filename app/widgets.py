@@ -169,8 +169,9 @@ def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
         fig.update_yaxes(scaleanchor=f"x{i + 1 if i else ''}", row=r + 1, col=q + 1)
     fig.update_yaxes(autorange="reversed", showticklabels=False, constrain="domain")
     fig.update_xaxes(showticklabels=False, constrain="domain")
-    cell = 130 if ncol <= 4 else 90
+    cell = 150 if ncol <= 4 else 100
     fig.update_layout(
+        width=ncol * cell + 90,
         height=nrow * cell + 50,
         margin={"l": 5, "r": 5, "t": 30, "b": 5},
         title=f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"

@@ -48,9 +48,16 @@ if mode == "Class means" and g is not None and gl is not None:
     names = g.class_names
     present = [c for c in range(len(names)) if (gl.labels == c).any()]
     c1, c2 = st.columns(2)
-    src = c1.selectbox("From class", present, index=0, format_func=lambda c: names[c], key=ctx.k("at_from"))
+    # Fashion-MNIST's classic example; other datasets start from their first two classes.
+    i_from = names.index("Sneaker") if "Sneaker" in names and names.index("Sneaker") in present else present[0]
+    i_to = names.index("Ankle boot") if "Ankle boot" in names and names.index("Ankle boot") in present else None
+    if i_to is None:
+        i_to = present[min(1, len(present) - 1)]
+    src = c1.selectbox(
+        "From class", present, index=present.index(i_from), format_func=lambda c: names[c], key=ctx.k("at_from")
+    )
     dst = c2.selectbox(
-        "To class", present, index=min(1, len(present) - 1), format_func=lambda c: names[c], key=ctx.k("at_to")
+        "To class", present, index=present.index(i_to), format_func=lambda c: names[c], key=ctx.k("at_to")
     )
     title = f"{names[src]} → {names[dst]}"
     direction = attribute_direction(
@@ -81,7 +88,8 @@ st.markdown(
 )
 left, right = st.columns([1, 2], gap="large")
 with left:
-    picked = widgets.image_input(ctx, "at_img", "Image to edit")
+    start = int(np.flatnonzero(g.labels == src)[0]) if mode == "Class means" and g is not None else 0
+    picked = widgets.image_input(ctx, "at_img", "Image to edit", default_index=start)
 if picked is None:
     st.stop()
 z = compute.encode(model, picked[0][None])
@@ -103,8 +111,8 @@ def edit_view(z: list, direction: list, key: str) -> None:
         return compute.decode(model, zz), zz
 
     frames, zz = widgets.memo("attr", (key, strength, tuple(levels)), run)
-    widgets.show_images([frames[0], frames[-1]], ["before", f"after (s = {strength:g})"], min_side=160)
-    mosaic = widgets.strip(frames, "s = " + ", ".join(f"{s:.2g}" for s in strengths), cell=100)
+    widgets.show_images([frames[0], frames[-1]], ["before", f"after (s = {strength:g})"], min_side=140)
+    mosaic = widgets.strip(frames, "s = " + ", ".join(f"{s:.2g}" for s in strengths), cell=72)
     widgets.downloads(
         [
             (

@@ -38,7 +38,7 @@ with right:
         [
             f"x: {desc}, as the model sees it ({ctx.channels}×{ctx.size}×{ctx.size})",
             "f⁻¹(f(x)): reconstruction",
-            "pixels that differ (white)",
+            "pixels that differ (white)" if pix_err else "pixels that differ: none",
         ],
     )
     c1, c2 = st.columns(2)
@@ -83,7 +83,7 @@ tabs = st.tabs(
 )
 for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
     with tab:
-        st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}")
+        st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
 
 st.subheader("Per-level statistics")
 scale = 1.0 / (model.dim * math.log(2.0))

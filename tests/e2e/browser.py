@@ -7,7 +7,9 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page
 
-IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
+IDLE_JS = """() => !!document.querySelector('[data-testid="stMain"] h1')
+    && !document.querySelector('[data-testid="stStatusWidget"]')
+    && !document.querySelector('[data-testid="stSkeleton"]')
     && !document.querySelector('[data-stale="true"]')"""
 
 
@@ -41,6 +43,12 @@ def full_screenshot(page: Page, path: Path) -> None:
     )
     width = page.viewport_size["width"] if page.viewport_size else 1400
     page.set_viewport_size({"width": width, "height": min(int(height) + 40, 8000)})
-    page.wait_for_timeout(600)
+    # Charts and tables draw lazily once visible: wait for every plotly chart's SVG, then let tables paint.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                   .every(c => c.querySelector('.main-svg'))""",
+        timeout=60_000,
+    )
+    page.wait_for_timeout(1500)
     page.screenshot(path=str(path), full_page=True)
     page.set_viewport_size({"width": width, "height": 1000})
