@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import warnings
 from pathlib import Path
 
@@ -98,8 +97,8 @@ def load_image(
                 raise ImageError("the image has no pixels")
             if w * h > max_pixels:
                 raise ImageError(f"the image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
+            # An animation opens on its first frame; n_frames is not asked for: it would parse every frame
+            # (slow on a file of thousands, and it raises on a corrupt later frame that is never shown).
             img.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG: libjpeg decodes at 1/2..1/8 scale; others: no-op
             img.load()
             img = ImageOps.exif_transpose(img) or img
@@ -117,7 +116,8 @@ def load_image(
         raise ImageError(
             "this file is not an image format that can be read (PNG, JPEG, GIF, WebP, BMP, TIFF…)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, struct.error) as e:
+    except Exception as e:  # hostile bytes reach deep into the decoders, which can raise anything
+        # (OSError, SyntaxError, EOFError, struct.error, and, found by fuzzing, TypeError and IndexError).
         raise ImageError(f"the image data is truncated or corrupt ({type(e).__name__})") from None
 
 

@@ -227,6 +227,11 @@ def corpus() -> tuple[Case, ...]:
     gif = io.BytesIO()
     frames[0].save(gif, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     add("animated_gif", "anim.gif", gif.getvalue(), "ok", _colour("RGB", (10, 6), (0, 0, 255), tol=0))
+    # Cut inside the last frame's image descriptor: the first frame is intact and is what is shown
+    # (asking Pillow for n_frames here raised IndexError, found by fuzzing).
+    cut = gif.getvalue().rfind(b"\x2c\x00\x00\x00\x00") + 4
+    add("animated_gif_truncated_last_frame", "cut.gif", gif.getvalue()[:cut], "ok",
+        _colour("RGB", (10, 6), (0, 0, 255), tol=0))  # fmt: skip
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90° CW to display
     phone = _save(_halves(40, 20, 0, 255).convert("RGB"), "JPEG", quality=95, exif=exif.tobytes())

@@ -139,3 +139,30 @@ def test_an_image_just_under_the_pixel_limit_decodes_in_bounded_memory(tmp_path:
     result = _peak_delta([path])
     assert result[str(path)] == "ok", result
     assert result["_delta_mb"] < 560, result
+
+
+@pytest.mark.timeout(120)
+def test_mutated_images_only_ever_raise_image_error() -> None:
+    """A small deterministic fuzz: byte flips, deletions and insertions in every decodable case of the corpus.
+    (It found Pillow raising TypeError and IndexError from corrupt TIFF and GIF frames.)"""
+    rng = np.random.default_rng(0)
+    seeds = [c.data for c in CASES if c.expect == "ok"]
+    escaped = []
+    for _ in range(3000):
+        data = bytearray(seeds[rng.integers(len(seeds))])
+        for _ in range(rng.integers(1, 6)):
+            op, i = rng.integers(3), int(rng.integers(max(1, len(data))))
+            if op == 0 and i < len(data):
+                data[i] = rng.integers(256)
+            elif op == 1:
+                del data[i : i + rng.integers(1, 16)]
+            else:
+                data[i:i] = rng.integers(0, 256, rng.integers(1, 8), dtype=np.uint8).tobytes()
+        try:
+            img = load_image(bytes(data))
+            to_array(img, 3, 8)
+        except ImageError:
+            pass
+        except Exception as e:  # noqa: BLE001 - the point of the test
+            escaped.append(f"{type(e).__name__}: {e}")
+    assert not escaped, escaped[:5]
