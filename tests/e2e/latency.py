@@ -1,0 +1,97 @@
+"""Slider latency of the running app, release → new image, in Debian chromium (a measurement, not a test).
+
+    .venv/bin/python tests/e2e/latency.py [MODELS_DIR] [--moves 10]
+
+Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow keys on two sliders: "Frame"
+(browses decoded frames, no model call) and "level 1 (finest)" (re-decodes every frame in one inverse call).
+Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from e2e.browser import image_with_caption, settle  # noqa: E402
+from e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from e2e.server import streamlit_server  # noqa: E402
+
+CHANGED_JS = """([cap, src]) => [...document.querySelectorAll('[data-testid="stImage"]')].some(b => {
+    const c = b.querySelector('[data-testid="stImageCaption"]'); const i = b.querySelector('img');
+    return c && i && c.innerText.startsWith(cap) && i.getAttribute('src') !== src; })"""
+
+
+def moves(page: object, slider: str, caption: str, n: int) -> list[float]:
+    out = []
+    for k in range(n):
+        img = image_with_caption(page, caption)
+        before = img.get_attribute("src")
+        thumb = page.locator(f'input[type="range"][aria-label="{slider}"]')  # type: ignore[attr-defined]
+        thumb.focus()
+        t0 = time.perf_counter()
+        thumb.press("ArrowLeft" if k % 2 == 0 else "ArrowRight")
+        page.wait_for_function(CHANGED_JS, arg=[caption, before], timeout=60_000)  # type: ignore[attr-defined]
+        out.append(time.perf_counter() - t0)
+        settle(page)  # type: ignore[arg-type]
+    return out
+
+
+def server_compute(models_dir: Path) -> dict[str, float]:
+    """Median seconds of the work behind one level-weight change (interpolate + one batched decode)."""
+    import torch
+
+    from app import compute
+    from app.models import gallery_path, list_checkpoints, load_gallery
+    from nvp_core import load_model
+    from nvp_core.latent import interpolate
+
+    torch.set_num_threads(1)
+    ckpt = list_checkpoints(models_dir)[0]
+    model, _ = load_model(ckpt)
+    g = load_gallery(gallery_path(ckpt), model.config.in_channels, model.config.image_size)
+    za, zb = compute.encode(model, g.images[:1]), compute.encode(model, g.images[1:2])
+    times = []
+    for _ in range(8):
+        t0 = time.perf_counter()
+        compute.decode(model, interpolate(za, zb, 9, level_weights=[0.5] + [1.0] * (model.num_levels - 1)))
+        times.append(time.perf_counter() - t0)
+    return {"model": ckpt.name, "decode_9_frames_s": statistics.median(times[1:])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models_dir", nargs="?", default=str(ROOT / "models"))
+    ap.add_argument("--moves", type=int, default=10)
+    args = ap.parse_args()
+    models_dir = Path(args.models_dir)
+    result: dict[str, object] = {"load_average": os.getloadavg(), "server": server_compute(models_dir)}
+    env = {"NVP_MODELS_DIR": str(models_dir), "NVP_APP_GALLERY_MAX": "200"}
+    with streamlit_server(env) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/interpolate")
+        settle(page)
+        moves(page, "Frame", "frame ", 2)  # warm-up
+        for name, slider, caption in (("frame", "Frame", "frame "), ("level_weight", "level 1 (finest)", "A → B")):
+            ts = moves(page, slider, caption, args.moves)
+            result[name] = {
+                "median_s": statistics.median(ts),
+                "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))],
+                "all_s": [round(t, 3) for t in ts],
+            }
+        browser.close()
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Unit tests of the app's Streamlit-free parts: model discovery, galleries, metrics, image glue, launcher."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from app_helpers import make_fixture_model
+from PIL import Image
+
+from app import compute, launch
+from app.models import (
+    GalleryError,
+    find_checkpoint,
+    gallery_path,
+    list_checkpoints,
+    load_gallery,
+    metrics_path,
+    model_card_path,
+    models_dir,
+    read_metrics,
+)
+from nvp_core import load_model
+from nvp_core.latent import interpolate
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_fixture_model(tmp_path_factory.mktemp("core"), "grey8", 1, 8, 2)
+
+
+def test_models_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("NVP_MODELS_DIR", str(tmp_path))
+    assert models_dir() == tmp_path
+    monkeypatch.delenv("NVP_MODELS_DIR")
+    assert models_dir().name == "models"
+
+
+def test_list_checkpoints_prefers_shipped_names_and_skips_resume_states(tmp_path: Path) -> None:
+    for name in ("zeta.safetensors", "digits.safetensors", "fashion_mnist.safetensors", "last.state.safetensors"):
+        (tmp_path / name).write_bytes(b"x")
+    names = [p.name for p in list_checkpoints(tmp_path)]
+    assert names == ["fashion_mnist.safetensors", "digits.safetensors", "zeta.safetensors"]
+    assert find_checkpoint("digits", tmp_path) == tmp_path / "digits.safetensors"
+    assert find_checkpoint("nope", tmp_path) is None
+    assert list_checkpoints(tmp_path / "missing") == []
+
+
+def test_companion_files(ckpt: Path, tmp_path: Path) -> None:
+    assert gallery_path(ckpt) == ckpt.with_name("grey8.gallery.npz")
+    assert metrics_path(ckpt) == ckpt.with_name("grey8.metrics.jsonl")
+    assert model_card_path(ckpt) is None
+    # A train/ run folder: best.safetensors with metrics.jsonl beside it.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.safetensors").write_bytes(b"x")
+    (run / "metrics.jsonl").write_text(
+        '{"step": 1, "test_bpd": 3.5}\n{"broken\n{"step": 2, "test_bpd": 3.2, "note": "ok"}\n'
+    )
+    (run / "README.md").write_text("# card")
+    assert metrics_path(run / "best.safetensors") == run / "metrics.jsonl"
+    assert model_card_path(run / "best.safetensors") == run / "README.md"
+    assert read_metrics(run / "metrics.jsonl") == [{"step": 1.0, "test_bpd": 3.5}, {"step": 2.0, "test_bpd": 3.2}]
+
+
+def test_gallery_is_checked_against_the_model(ckpt: Path, tmp_path: Path) -> None:
+    g = load_gallery(gallery_path(ckpt), 1, 8)
+    assert g.images.shape[1:] == (1, 8, 8) and g.images.dtype == np.uint8
+    assert g.label_name(0) == "blob" and g.label_name(1) == "ring"
+    with pytest.raises(GalleryError, match="needs uint8"):
+        load_gallery(gallery_path(ckpt), 3, 8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 1, 8, 8), np.float32))
+    with pytest.raises(GalleryError, match="float32"):
+        load_gallery(bad, 1, 8)
+    pickled = tmp_path / "obj.npz"
+    np.savez(pickled, images=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(GalleryError, match="not a usable gallery"):
+        load_gallery(pickled, 1, 8)
+
+
+def test_encode_decode_round_trip_and_bpd(ckpt: Path) -> None:
+    model, _ = load_model(ckpt)
+    images = load_gallery(gallery_path(ckpt), 1, 8).images[:5]
+    zs = compute.encode(model, images)
+    assert [tuple(z.shape[1:]) for z in zs] == model.latent_shapes and len(zs[0]) == 5
+    assert np.array_equal(compute.decode(model, zs), images)  # bin centres decode back to the same pixels
+    zs2, bpd = compute.encode_with_bpd(model, images)
+    for a, b in zip(zs, zs2, strict=True):
+        assert torch.equal(a, b)
+    with torch.inference_mode():
+        expected = model.bits_per_dim_of(model.log_prob(compute.model_input(images)))
+    np.testing.assert_allclose(bpd, expected.numpy(), rtol=1e-5)
+    err, pix, rec = compute.reconstruction_error(model, images[0])
+    assert err < 1e-4 and pix == 0 and np.array_equal(rec, images[0])
+
+
+def test_encode_batches_like_one_call(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, _ = load_model(ckpt)
+    images = load_gallery(gallery_path(ckpt), 1, 8).images[:7]
+    whole = compute.encode(model, images)
+    monkeypatch.setattr(compute, "BATCH", 3)
+    parts = compute.encode(model, images)
+    for a, b in zip(whole, parts, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_app_never_changes_the_model(ckpt: Path) -> None:
+    model, _ = load_model(ckpt)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = load_gallery(gallery_path(ckpt), 1, 8).images[:4]
+    zs = compute.encode(model, images)
+    compute.encode_with_bpd(model, images)
+    compute.decode(model, interpolate([z[:1] for z in zs], [z[1:2] for z in zs], 5))
+    compute.breakdown(model, images[0])
+    assert not model.training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_level_table_and_keep_fractions(ckpt: Path) -> None:
+    model, _ = load_model(ckpt)
+    img = load_gallery(gallery_path(ckpt), 1, 8).images[0]
+    zs = compute.encode(model, img[None])
+    parts = compute.breakdown(model, img)
+    rows = compute.level_table(model, zs, parts)
+    assert [r["dims"] for r in rows] == [int(np.prod(s)) for s in model.latent_shapes]
+    assert rows[0]["level"].startswith("1 (finest)")
+    assert compute.keep_fractions(model) == [(1, 1.0), (2, 0.5), (3, 0.0)]
+    assert sum(parts.values()) == pytest.approx(float(compute.encode_with_bpd(model, img[None])[1][0]), abs=0.05)
+
+
+def test_pictures_and_downloads() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
+    mosaic = compute.grid(frames, 3, pad=1)
+    assert mosaic.shape == (3, 2 * 5 + 1, 3 * 5 + 1)
+    assert np.array_equal(mosaic[:, 1:5, 1:5], frames[0]) and np.array_equal(mosaic[:, 6:10, 6:10], frames[4])
+    img = compute.to_pil(frames[0], 40)
+    assert img.size == (40, 40) and img.getpixel((0, 0)) == tuple(frames[0][:, 0, 0])
+    assert Image.open(io.BytesIO(compute.png_bytes(frames[0], 16))).size == (16, 16)
+    gif = Image.open(io.BytesIO(compute.gif_bytes(frames[:, :1], 8)))
+    assert gif.n_frames == 5 + 3  # there and back
+    data = np.load(io.BytesIO(compute.npz_bytes([torch.ones(2, 3)], extra=np.arange(3))), allow_pickle=False)
+    assert sorted(data.files) == ["extra", "level_1"] and data["level_1"].shape == (2, 3)
+
+
+def test_launcher_command_runs_streamlit_on_the_app() -> None:
+    cmd = launch.command(["--server.port", "8765"])
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert Path(cmd[4]) == launch.APP and launch.APP.is_file()
+    assert cmd[-2:] == ["--server.port", "8765"]
+
+
+def test_launcher_help_exits_cleanly() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "app.launch", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(launch.APP).parent.parent,
+    )
+    assert out.returncode == 0 and "streamlit run" in out.stdout.lower() + out.stderr.lower()
+
+
+def test_metrics_file_of_fixture_has_curves(ckpt: Path) -> None:
+    rows = read_metrics(metrics_path(ckpt))
+    assert [r["step"] for r in rows] == [10.0, 20.0, 30.0]
+    assert json.loads(metrics_path(ckpt).read_text().splitlines()[0])["test_bpd"] == rows[0]["test_bpd"]
