@@ -55,7 +55,12 @@ with right:
 st.subheader("Where this image falls among test images")
 gl = widgets.need_gallery(ctx)
 if gl is not None:
-    fig = go.Figure(go.Histogram(x=gl.bpd, nbinsx=40, marker_color="#8da0cb", name="test images"))
+    # Zoom on the bulk (a few broken or blank images can sit at 30+ bits/dim), always showing this image.
+    lo, hi = np.percentile(gl.bpd, [0.5, 99.5])
+    lo, hi = min(lo, bpd), max(hi, bpd)
+    pad = 0.05 * (hi - lo + 1e-6)
+    inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
+    fig = go.Figure(go.Histogram(x=inside, nbinsx=40, marker_color="#8da0cb", name="test images"))
     fig.add_vline(x=bpd, line_color="#d62728", line_width=3, annotation_text="this image", annotation_position="top")
     fig.update_layout(
         height=240,
@@ -63,11 +68,14 @@ if gl is not None:
         xaxis_title="bits/dim",
         yaxis_title="images",
         showlegend=False,
+        xaxis_range=[lo - pad, hi + pad],
     )
     st.plotly_chart(fig, key="bpd_hist")
     pct = float((gl.bpd < bpd).mean() * 100)
     st.caption(
-        f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely). Caution: a high "
+        f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely)"
+        + (f"; {len(gl.bpd) - len(inside)} outliers are off the axis" if len(inside) < len(gl.bpd) else "")
+        + ". Caution: a high "
         "likelihood does not mean an image *looks like* the data: flows often rate simple out-of-distribution "
         "images higher (Nalisnick et al., 2019)."
     )
