@@ -99,6 +99,10 @@ def sidebar() -> bool:
             f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M parameters"
             + (f" · test {float(bpd):.3f} bits/dim" if isinstance(bpd, int | float) else "")
         )
+        st.caption(
+            "Dinh, Sohl-Dickstein & Bengio, *Density estimation using Real NVP*, ICLR 2017. Equation numbers in "
+            "this app refer to that paper."
+        )
     return True
 
 

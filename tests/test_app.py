@@ -182,3 +182,26 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
     fig = plotly_specs(at)[0]
     by_label(at.get("button_group"), "Latents of").set_value(1).run()
     assert not problems(at) and plotly_specs(at)[0] != fig
+
+
+def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, tmp_path: Path) -> None:
+    """A bare checkpoint (no gallery, no metrics, no card): pages fall back to uploads and samples."""
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes((fixture_dir / "grey12.safetensors").read_bytes())
+    at = open_app(monkeypatch, bare)
+    for page in PAGES:
+        goto(at, page)
+        if page == "latent_map":
+            assert any("no gallery" in i.value for i in at.info)
+    goto(at, "sample")
+    assert any(c.startswith("36 samples") for c in image_urls(at))
+
+
+def test_interpolation_presets_set_the_level_weights(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "interpolate")
+    before = image_urls(at)
+    by_label(at.button, "coarsest only").click().run()
+    assert not problems(at) and not at.warning, (problems(at), [w.value for w in at.warning])
+    assert [by_label(at.slider, n).value for n in ("level 1 (finest)", "level 2", "level 3 (coarsest)")] == [0, 0, 1]
+    strip = next(c for c in image_urls(at) if c.startswith("A → B"))
+    assert strip.endswith("level weights 0, 0, 1)") and strip not in before

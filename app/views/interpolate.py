@@ -30,6 +30,11 @@ za = compute.encode(model, pa[0][None])
 zb = compute.encode(model, pb[0][None])
 
 
+def _set_weights(values: list[float]) -> None:
+    for lv, v in enumerate(values, start=1):
+        st.session_state[ctx.k(f"ip_w{lv}")] = v
+
+
 @st.fragment
 def frame_view(frames: np.ndarray) -> None:
     """Browses the decoded frames: its own fragment, so moving this slider reruns only this (no model call)."""
@@ -52,9 +57,27 @@ def path_view(za: list, zb: list, key: str) -> None:
         steps = st.slider("Frames", 3, 16, 9, key=ctx.k("ip_steps"))
     with c2:
         st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")
+        presets = {
+            "all levels": [1.0] * L,
+            "coarsest only": [0.0] * (L - 1) + [1.0],
+            "finest only": [1.0] + [0.0] * (L - 1),
+        }
+        pcols = st.columns(len(presets))
+        for col, (name, values) in zip(pcols, presets.items(), strict=True):
+            col.button(
+                name,
+                key=ctx.k(f"ip_preset_{name}"),
+                on_click=_set_weights,
+                args=(values,),
+                width="stretch",
+                help=f"weights {', '.join(f'{v:g}' for v in values)}",
+            )
         wcols = st.columns(L)
+        for lv in range(1, L + 1):
+            # Defaults live in session state (not in the slider call) because the presets also set them.
+            st.session_state.setdefault(ctx.k(f"ip_w{lv}"), 1.0)
         weights = [
-            wcols[lv - 1].slider(widgets.level_name(ctx, lv), 0.0, 1.0, 1.0, 0.05, key=ctx.k(f"ip_w{lv}"))
+            wcols[lv - 1].slider(widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.k(f"ip_w{lv}"))
             for lv in range(1, L + 1)
         ]
 
