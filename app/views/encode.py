@@ -50,7 +50,11 @@ with right:
             icon=":material/check_circle:" if exact else ":material/warning:",
             color="green" if exact else "orange",
         )
-    c2.metric("bits/dim", f"{bpd:.3f}", help="−log₂ p(x)/D + 8 at the pixel-bin centres (eq. 3 of the paper).")
+    c2.metric(
+        "bits/dim",
+        f"{bpd:.3f}",
+        help="−log₂ p(x)/D + 8, with the density p(x) from the change of variables (eq. 3), at the pixel-bin centres.",
+    )
 
 st.subheader("Where this image falls among test images")
 gl = widgets.need_gallery(ctx)
