@@ -18,6 +18,9 @@ from .model import RealNVP
 
 FORMAT = "nvp_core/1"
 _MAX_HEADER = 100 * 1024 * 1024
+_MAX_TENSORS = 100_000  # a model has a few thousand tensors
+_MIN_TENSORS_PER_BLOCK = 8  # each residual block of each coupling stores 16 (two weight-normed convs, norms)
+_MAX_BUFFER_BYTES = 1 << 30  # masks built from the config alone (not stored in the file)
 
 
 class CheckpointError(ValueError):
@@ -40,10 +43,8 @@ def save_model(
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The string metadata of a safetensors file, read without trusting it: checks the 8-byte length
-    prefix and the JSON header before any tensor is touched. Raises :class:`CheckpointError`."""
-    path = Path(path)
+def _header(path: Path) -> dict[str, Any]:
+    """The whole JSON header (tensor entries and ``__metadata__``), validated as :func:`read_header` says."""
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     size = path.stat().st_size
@@ -64,7 +65,51 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
         raise CheckpointError(
             f"{path.name}: a .safetensors file, but not a model saved by nvp_core (train/ or save_model)"
         )
-    return meta
+    return header
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a safetensors file, read without trusting it: checks the 8-byte length
+    prefix and the JSON header before any tensor is touched. Raises :class:`CheckpointError`."""
+    return _header(Path(path))["__metadata__"]
+
+
+def _check_fits(path: Path, config: FlowConfig, header: dict[str, Any]) -> None:
+    """Checks that ``config`` describes exactly the tensors listed in the header, before anything is
+    allocated: the config is untrusted too, and a few bytes of it could otherwise ask for a model of
+    hundreds of GB (width), minutes of construction (depth) or huge masks (image size)."""
+    entries = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    couplings = (config.num_scales - 1) * 6 + config.final_couplings
+    if len(entries) > _MAX_TENSORS or couplings * config.num_blocks * _MIN_TENSORS_PER_BLOCK > len(entries):
+        raise CheckpointError(
+            f"{path.name}: its config ({couplings} couplings of {config.num_blocks} residual blocks) does not fit "
+            f"the {len(entries)} tensors in the file"
+        )
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            skeleton = RealNVP(config)
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path.name}: its config does not build a model: {e}") from None
+    expected = skeleton.state_dict()
+    missing = sorted(set(expected) - set(entries))
+    unexpected = sorted(set(entries) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path.name}: tensors do not match its config "
+            f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})"
+        )
+    for k, v in expected.items():
+        if list(entries[k].get("shape", [])) != list(v.shape):
+            raise CheckpointError(
+                f"{path.name}: tensor {k} has shape {list(entries[k].get('shape', []))}, its config needs "
+                f"{list(v.shape)}"
+            )
+    extra = sum(b.numel() * b.element_size() for name, b in skeleton.named_buffers() if name not in expected)
+    if extra > _MAX_BUFFER_BYTES:
+        raise CheckpointError(
+            f"{path.name}: its config (image size {config.image_size}) needs {extra / 2**30:.1f} GB of masks; "
+            f"the limit is {_MAX_BUFFER_BYTES / 2**30:.0f} GB"
+        )
 
 
 def _not_safetensors(path: Path, prefix: bytes) -> str:
@@ -83,12 +128,14 @@ def load_model(
     a config that does not build, missing, unexpected or mis-shaped tensors.
     """
     path = Path(path)
-    meta = read_header(path)
+    header = _header(path)
+    meta = header["__metadata__"]
     try:
         config = FlowConfig.from_json(meta["config"])
         metadata = json.loads(meta.get("metadata", "{}"))
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"{path.name}: its config does not build a model: {e}") from None
+    _check_fits(path, config, header)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:
