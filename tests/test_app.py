@@ -18,6 +18,7 @@ from app_helpers import (
     make_fixture_model,
     plotly_array,
     plotly_specs,
+    png_bytes,
     problems,
 )
 from streamlit.testing.v1 import AppTest
@@ -205,3 +206,17 @@ def test_interpolation_presets_set_the_level_weights(monkeypatch: pytest.MonkeyP
     assert [by_label(at.slider, n).value for n in ("level 1 (finest)", "level 2", "level 3 (coarsest)")] == [0, 0, 1]
     strip = next(c for c in image_urls(at) if c.startswith("A → B"))
     assert strip.endswith("level weights 0, 0, 1)") and strip not in before
+
+
+def test_attribute_direction_from_your_own_sets(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "attributes")
+    by_label(at.radio, "Direction from").set_value("Your own sets").run()
+    assert any("at least one image" in i.value for i in at.info)
+    rng = np.random.default_rng(1)
+    files = [(f"a{i}.png", png_bytes(rng.integers(0, 255, (20, 30), dtype=np.uint8)), "image/png") for i in range(2)]
+    by_label(at.file_uploader, "Images of the 'from' set").set_value(files).run()
+    by_label(at.text_input, "gallery indices for 'to'").set_value("1, 3, 99999, x").run()
+    assert not at.exception
+    assert sum("is not a gallery index" in e.value for e in at.error) == 2  # 99999 and x, the rest is used
+    assert any("your set (2) → your set (2)" in m.value for m in at.markdown)
+    assert any(c.startswith("s = ") for c in image_urls(at))
