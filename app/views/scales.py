@@ -86,4 +86,11 @@ if other is not None:
     batch = [torch.cat([m[lv] for m in mixes]) for lv in range(L)]
     frames = compute.decode(model, batch)
     labels = ["A"] + [f"1–{j} from B" if j > 1 else "1 from B" for j in range(1, L)] + ["B (all levels)"]
-    widgets.strip(frames, " | ".join(labels), cell=120)
+    mix = widgets.strip(frames, " | ".join(labels), cell=120)
+    widgets.downloads(
+        [
+            ("Mix (PNG)", partial(compute.png_bytes, mix, 4 * mix.shape[1]), f"{ctx.name}_mix.png", "image/png"),
+            ("Latents (.npz)", partial(compute.npz_bytes, batch), f"{ctx.name}_mix.npz", "application/octet-stream"),
+        ],
+        key=ctx.k("sc_mix_dl"),
+    )
