@@ -233,7 +233,7 @@ def test_hostile_files_beside_a_model_are_refused_or_ignored(monkeypatch, models
     (folder / "README.md").write_text("# card\n<script>document.title='pwned'</script><img src=x onerror=alert(1)>")
     monkeypatch.setenv("NVP_MODELS_DIR", str(folder))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
-    for page in ("encode", "latent_map", "how_it_works"):
+    for page in ("encode", "how_it_works"):
         at.switch_page(f"views/{page}.py").run()
         assert not at.exception, (page, [e.message for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])

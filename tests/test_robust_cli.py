@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,17 @@ def _write_corpus(root: Path, expect: str | None = None) -> tuple[int, int]:
     return ok, bad
 
 
-def _cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "train", "--threads", "1", "--no-progress", *argv],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def _cli_all(argvs: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    """Runs ``python -m train`` once per argv, a few at a time (each mostly waits on its imports)."""
+
+    def one(argv: list[str]) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "train", "--threads", "1", "--no-progress", *argv],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return list(pool.map(one, argvs))
 
 
 @pytest.mark.timeout(600)
@@ -46,8 +53,6 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
     (tmp_path / "a_file").write_text("not a folder")
     cases = [
         (["--lr", "abc"], "argument --lr: invalid float value: 'abc'"),
-        (["--epochs", "1.5"], "argument --epochs: invalid int value"),
-        (["--preset", "digits-tiny", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
         (["--dataset", "digits", "--image-size", "10", "--num-scales", "3", "--out", str(tmp_path / "r")],
          "divisible by 2^(scales-1) = 4"),
         (["--dataset", f"folder:{tmp_path / 'missing'}", "--out", str(tmp_path / "r")], "is not a folder"),
@@ -56,11 +61,26 @@ def test_bad_command_lines_exit_2_with_a_message(tmp_path: Path) -> None:
         (["--preset", "digits-tiny", "--max-steps", "2", "--out", str(tmp_path / "a_file" / "run")], "a_file"),
     ]  # fmt: skip
     failures = []
-    for argv, message in cases:
-        proc = _cli(*argv)
+    for (argv, message), proc in zip(cases, _cli_all([argv for argv, _ in cases]), strict=True):
         if proc.returncode != 2 or message not in proc.stderr or "Traceback" in proc.stderr:
             failures.append(f"{argv}: exit {proc.returncode}, stderr tail: {proc.stderr[-600:]!r}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--epochs", "1.5"], "argument --epochs: invalid int value"),
+        (["--preset", "digits-tiny", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
+        (["--channels", "2"], "argument --channels: invalid choice"),
+        (["--precision", "fp8"], "argument --precision: invalid choice"),
+    ],
+)
+def test_usage_errors_in_process(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and "Traceback" not in err, err
 
 
 @pytest.mark.timeout(120)

@@ -92,9 +92,13 @@ def test_large_images_are_reduced_with_their_aspect() -> None:
 
 
 _PROBE = """
-import json, resource, sys
+import importlib.util, json, resource, sys
 from pathlib import Path
-from nvp_core.images import ImageError, load_image, to_array
+# nvp_core.images alone (numpy + Pillow), without the package's torch import: a lean, fast interpreter.
+spec = importlib.util.spec_from_file_location("images", Path("nvp_core") / "images.py")
+images = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(images)
+ImageError, load_image, to_array = images.ImageError, images.load_image, images.to_array
 def peak(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base, out = peak(), {}
 for p in sys.argv[1:]:
