@@ -244,3 +244,34 @@ def test_hostile_files_beside_a_model_are_refused_or_ignored(monkeypatch, models
         w.value for w in at.warning
     ]
     assert not marker.exists()
+
+
+HOSTILE_TEXT = [
+    "²",
+    "9" * 5000,
+    "-1",
+    "1e3",
+    "٣",
+    " , ;; ,",
+    "3, 17, 99999999999999999999",
+    "\x00",
+    "<script>x</script>",
+]
+
+
+@pytest.mark.timeout(300)
+def test_hostile_text_in_every_text_box_gives_a_message_not_an_exception(monkeypatch, models: Path) -> None:
+    """Attributes takes gallery indices as free text ("3, 17, 42"): superscript digits (str.isdigit() is
+    true, int() fails) and 5000-digit numbers (beyond int()'s limit) must be reported, not crash."""
+    at = _open(monkeypatch, models, "attributes")
+    by_label(at.radio, "Direction from").set_value("Your own sets").run()
+    boxes = [t.label for t in at.text_input]
+    assert boxes
+    crashes = []
+    for label in boxes:
+        for text in HOSTILE_TEXT:
+            by_label(at.text_input, label).set_value(text).run()
+            if at.exception:
+                crashes.append(f"{label!r} <- {text[:12]!r}: {at.exception[0].message[:120]}")
+        by_label(at.text_input, label).set_value("").run()
+    assert not crashes, crashes
