@@ -49,15 +49,25 @@ def image_input(
         key=ctx.k(f"{key}:src"),
     )
     if src == "Gallery" and g is not None:
-        n = len(g.images)
-        idx = st.number_input(
+        present = sorted({int(v) for v in np.unique(g.labels)})
+        c1, c2 = st.columns([1, 1])
+        cls = c1.selectbox(
+            "Class",
+            [-1, *present],
+            key=ctx.k(f"{key}:cls"),
+            format_func=lambda c: "any" if c < 0 else (g.class_names[c] if c < len(g.class_names) else str(c)),
+        )
+        pool = np.arange(len(g.images)) if cls < 0 else np.flatnonzero(g.labels == cls)
+        n = len(pool)
+        j = c2.number_input(
             f"Gallery image (0–{n - 1})",
             0,
             n - 1,
-            min(default_index, n - 1),
-            key=ctx.k(f"{key}:idx"),
-            help="Test-split images that ship with the model.",
+            min(default_index, n - 1) if cls < 0 else 0,
+            key=ctx.k(f"{key}:idx:{cls}"),
+            help="Test-split images that ship with the model" + ("." if cls < 0 else ", of this class."),
         )
+        idx = int(pool[int(j)])
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
         if preview:
             st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")

@@ -157,6 +157,10 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
     before = plotly_array(plotly_specs(at)[1]["data"][0]["z"])
     by_label(at.number_input, "Gallery image").set_value(3).run()
     assert not np.array_equal(plotly_array(plotly_specs(at)[1]["data"][0]["z"]), before)
+    cls = by_label(at.selectbox, "Class")
+    cls.set_value(1).run()  # the second class: every image offered is of that class
+    name = cls.format_func(1)
+    assert not problems(at) and any(c.startswith("x: gallery #") and f"({name})" in c for c in image_urls(at))
 
     goto(at, "interpolate")
     changed(at, by_label(at.slider, "level 1"), 0.0, "A → B")
