@@ -52,7 +52,10 @@ def export_run(
 ) -> dict[str, Any]:
     """Writes the shipped files for ``run``'s best checkpoint; returns a summary for the model card."""
     model, meta = load_model(run / "best.safetensors")
-    splits = load_dataset(meta["dataset"], data_dir, meta["image_size"], meta["channels"], False)
+    recipe = meta.get("train_config", {})
+    splits = load_dataset(
+        meta["dataset"], data_dir, meta["image_size"], meta["channels"], False, recipe.get("test_fraction", 0.1)
+    )
     labels = splits.test_labels.numpy()
     idx = gallery_indices(labels, per_class)
     images, gallery_labels = splits.test.numpy()[idx], labels[idx]
