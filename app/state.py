@@ -156,9 +156,13 @@ def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
 
 @st.cache_resource(show_spinner=False, max_entries=24)
 def pca_projection(key: str, levels: tuple[int, ...], _gl: GalleryLatents) -> tuple[PCA, np.ndarray]:
-    """A 2-D PCA of the gallery latents of ``levels`` (flattened and concatenated) and the projected points."""
+    """A 2-D PCA of the gallery latents of ``levels`` (flattened and concatenated; fitted without the 1% of
+    largest norm) and every projected point ``[N, 2]``."""
     feats = flat_latents(_gl.levels, levels)
-    pca = PCA(n_components=2, random_state=0).fit(feats)
+    # Fit on the bulk: a handful of badly-modelled images (huge latents) would otherwise own PC 1.
+    norms = np.linalg.norm(feats, axis=1)
+    bulk = feats[norms <= np.quantile(norms, 0.99)] if len(feats) >= 20 else feats
+    pca = PCA(n_components=2, random_state=0).fit(bulk)
     return pca, _frozen(pca.transform(feats))
 
 

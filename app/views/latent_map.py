@@ -45,12 +45,15 @@ zc = compute.encode(model, cur_img[None])
 feat = state.flat_latents([z.numpy() for z in zc], levels)
 star = pca.transform(feat)[0]
 dist = np.linalg.norm(state.flat_latents(list(gl.levels), levels) - feat, axis=1)
-nn = np.argsort(dist)[:k_nn]
+order = np.argsort(dist)
+nn = order[dist[order] > 1e-6][:k_nn]  # the image itself (distance 0) is not its own neighbour
 
 fig = go.Figure()
+trace_points: list[np.ndarray] = []  # gallery indices of each trace's points, to read selections back
 for c, name in enumerate(g.class_names):
     idx = np.flatnonzero(gl.labels == c)
     if len(idx):
+        trace_points.append(idx)
         fig.add_trace(
             go.Scatter(
                 x=pts[idx, 0],
@@ -62,6 +65,7 @@ for c, name in enumerate(g.class_names):
                 hovertemplate=f"{name} #%{{customdata}}<extra></extra>",
             )
         )
+trace_points.append(nn)
 fig.add_trace(
     go.Scatter(
         x=pts[nn, 0],
@@ -73,6 +77,7 @@ fig.add_trace(
         hoverinfo="skip",
     )
 )
+trace_points.append(np.array([], dtype=np.int64))  # your image: not a gallery point
 fig.add_trace(
     go.Scatter(
         x=[star[0]],
@@ -84,15 +89,35 @@ fig.add_trace(
     )
 )
 var = pca.explained_variance_ratio_
+# Axes on the bulk of the points (and the star); outliers stay selectable by zooming out.
+lo, hi = np.percentile(np.vstack([pts, star[None]]), [0.5, 99.5], axis=0)
+lo, hi = np.minimum(lo, star), np.maximum(hi, star)
+pad = 0.08 * (hi - lo + 1e-6)
+off = int((np.any(pts < lo - pad, axis=1) | np.any(pts > hi + pad, axis=1)).sum())
 fig.update_layout(
     height=560,
-    dragmode="lasso",
+    dragmode="select",
+    xaxis_range=[lo[0] - pad[0], hi[0] + pad[0]],
+    yaxis_range=[lo[1] - pad[1], hi[1] + pad[1]],
     margin={"l": 10, "r": 10, "t": 30, "b": 10},
     xaxis_title=f"PC 1 ({100 * var[0]:.1f}% of variance)",
     yaxis_title=f"PC 2 ({100 * var[1]:.1f}%)",
     legend={"itemsizing": "constant"},
 )
 event = st.plotly_chart(fig, key=ctx.k("lm_chart"), on_select="rerun", selection_mode=("box", "lasso"))
+
+
+def _selected_index(point: dict) -> int | None:
+    """The gallery index of a selected point: its customdata, else its (trace, point) position."""
+    if isinstance(point.get("customdata"), int | float):
+        i = int(point["customdata"])
+    else:
+        curve, k = point.get("curve_number"), point.get("point_index", point.get("point_number"))
+        if curve is None or k is None or not 0 <= curve < len(trace_points) or not 0 <= k < len(trace_points[curve]):
+            return None
+        i = int(trace_points[curve][k])
+    return i if 0 <= i < len(gl.labels) else None
+
 
 left, right = st.columns(2, gap="large")
 with left:
@@ -105,8 +130,7 @@ with left:
     )
 with right:
     sel = event.selection.points if event is not None and hasattr(event, "selection") else []
-    picked = sorted({int(p["customdata"]) for p in sel if p.get("customdata") is not None})
-    picked = [i for i in picked if 0 <= i < len(gl.labels)]
+    picked = sorted({i for p in sel if (i := _selected_index(p)) is not None})
     if picked:
         st.markdown(f"**{len(picked)} selected** (showing up to 48)")
         widgets.strip(
@@ -118,5 +142,6 @@ with right:
     else:
         st.info("Draw a box or lasso around some dots to see their images here.")
 st.caption(
-    f"{len(gl.labels)} test images; PCA of {state.flat_latents(list(gl.levels), levels).shape[1]} latent dimensions."
+    f"{len(gl.labels)} test images; PCA of {state.flat_latents(list(gl.levels), levels).shape[1]} latent dimensions"
+    + (f"; {off} outliers lie beyond the axes (double-click the chart to see all)." if off else ".")
 )

@@ -87,3 +87,22 @@ def test_every_page_without_exception_and_screenshot(page, app_url: str, name: s
     assert not exceptions(page), exceptions(page)
     full_screenshot(page, SCREENSHOTS / f"{name}.png")
     assert not exceptions(page), exceptions(page)
+
+
+def test_latent_map_box_selection_shows_images(page, app_url: str) -> None:
+    page.goto(f"{app_url}/latent_map")
+    settle(page)
+    drag = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    drag.wait_for()
+    box = drag.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + 0.05 * box["width"], box["y"] + 0.05 * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + 0.6 * box["width"], box["y"] + 0.6 * box["height"], steps=8)
+    page.mouse.move(box["x"] + 0.95 * box["width"], box["y"] + 0.95 * box["height"], steps=8)
+    page.mouse.up()
+    settle(page)
+    page.get_by_text("selected (showing up to 48)").wait_for()
+    assert page.locator('[data-testid="stImage"]').count() >= 2  # neighbours strip and the selection
+    assert not exceptions(page), exceptions(page)
+    full_screenshot(page, SCREENSHOTS / "latent_map_selection.png")
