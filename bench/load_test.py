@@ -1,8 +1,9 @@
 """Load test: N concurrent browser sessions (Playwright contexts in Debian's chromium) against one
 ``streamlit run`` of the app, each doing encode, interpolate and sample R times.
 
-Reports the success count, response-time percentiles per operation (from the input event to the new
-result on screen, the app idle again) and the server's resident memory after round 1 and at the end.
+Reports the success count, response-time percentiles per operation — from the input event to the page
+being done (no script running, nothing stale: the headline figure) and to the new result first being on
+screen — and the server's resident memory after round 1 and at the end.
 
     python -m bench.load_test                      # 8 sessions x 25 rounds, shipped models if present
     python -m bench.load_test --sessions 2 --rounds 2 --out artifacts/load_small.json
@@ -112,7 +113,9 @@ def fixture_models(folder: Path) -> Path:
 class SessionResult:
     ok: int = 0
     failed: int = 0
+    # Seconds from the input to the page being done (idle), and to the new result first being on screen.
     times: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
+    first: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
     errors: list[str] = field(default_factory=list)
 
 
@@ -146,20 +149,22 @@ async def set_number(page: object, label: str, value: int) -> None:
     await field_.press("Enter")
 
 
-async def wait_caption(page: object, prefix: str, text: str, timeout: float) -> None:
+async def wait_caption(page: object, prefix: str, text: str, timeout: float, t0: float) -> tuple[float, float]:
+    """Seconds from ``t0`` until the new result is on screen, and until the whole page is done (idle)."""
     await page.wait_for_function(CAPTION_JS, arg=[prefix, text], timeout=timeout)  # type: ignore[attr-defined]
+    first = time.perf_counter() - t0
     await page.wait_for_function(IDLE_JS, timeout=timeout)  # type: ignore[attr-defined]
+    return first, time.perf_counter() - t0
 
 
-async def op_encode(page: object, r: int, gallery_n: int, timeout: float) -> float:
+async def op_encode(page: object, r: int, gallery_n: int, timeout: float) -> tuple[float, float]:
     idx = (7 * r + 1) % gallery_n
     t0 = time.perf_counter()
     await set_number(page, "Gallery image", idx)
-    await wait_caption(page, "x: gallery", f"#{idx} ", timeout)
-    return time.perf_counter() - t0
+    return await wait_caption(page, "x: gallery", f"#{idx} ", timeout, t0)
 
 
-async def op_interpolate(page: object, r: int, timeout: float) -> float:
+async def op_interpolate(page: object, r: int, timeout: float) -> tuple[float, float]:
     # The level-1 weight goes 1 -> 0.95 -> 1 -> ...; the strip's caption names the weights.
     thumb = page.locator('[data-testid="stSlider"] input[type="range"][aria-label="level 1 (finest)"]').first  # type: ignore[attr-defined]
     await thumb.focus()
@@ -167,16 +172,14 @@ async def op_interpolate(page: object, r: int, timeout: float) -> float:
     want = "weights 0.95" if going_down else "weights 1,"
     t0 = time.perf_counter()
     await thumb.press("ArrowLeft" if going_down else "ArrowRight")
-    await wait_caption(page, "A → B", want, timeout)
-    return time.perf_counter() - t0
+    return await wait_caption(page, "A → B", want, timeout, t0)
 
 
-async def op_sample(page: object, r: int, session: int, timeout: float) -> float:
+async def op_sample(page: object, r: int, session: int, timeout: float) -> tuple[float, float]:
     seed = 1000 * session + r + 1
     t0 = time.perf_counter()
     await set_number(page, "Seed", seed)
-    await wait_caption(page, "", f"seed {seed}, T =", timeout)
-    return time.perf_counter() - t0
+    return await wait_caption(page, "", f"seed {seed}, T =", timeout, t0)
 
 
 async def run_session(
@@ -199,11 +202,12 @@ async def run_session(
             for name, title, op in ops:
                 try:
                     await goto_page(page, title, timeout)
-                    dt = await op(r)
+                    first, done = await op(r)
                     problems = await exceptions(page)
                     if problems:
                         raise RuntimeError(problems[0][:300])
-                    res.times[name].append(dt)
+                    res.times[name].append(done)
+                    res.first[name].append(first)
                     res.ok += 1
                 except Exception as e:  # a failed operation is counted and the session goes on
                     res.failed += 1
@@ -263,10 +267,13 @@ async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, 
             "p50_s": percentile(ts, 0.5),
             "p95_s": percentile(ts, 0.95),
             "max_s": max(ts) if ts else float("nan"),
+            "first_result_p50_s": percentile(fs, 0.5),
+            "first_result_p95_s": percentile(fs, 0.95),
         }
         for op in ("encode", "interpolate", "sample")
-        for ts in [[t for r in results for t in r.times[op]]]
+        for ts, fs in [([t for r in results for t in r.times[op]], [t for r in results for t in r.first[op]])]
     }
+    all_first = [t for r in results for fs in r.first.values() for t in fs]
     return {
         "sessions": sessions,
         "rounds": rounds,
@@ -277,6 +284,8 @@ async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, 
         "p50_s": percentile(all_times, 0.5),
         "p95_s": percentile(all_times, 0.95),
         "mean_s": statistics.fmean(all_times) if all_times else float("nan"),
+        "first_result_p50_s": percentile(all_first, 0.5),
+        "first_result_p95_s": percentile(all_first, 0.95),
         "per_operation": per_op,
         "server_rss": mem,
         "wall_s": wall,
