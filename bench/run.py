@@ -48,6 +48,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bf16-batch", type=int, default=8, help="batch for bf16 variants on CPUs without AMX")
     p.add_argument("--latency-threads", default="1,2", help="thread counts to try for the interactive latency")
     p.add_argument("--compile", action="store_true", help="also time the torch.compile'd inference path")
+    p.add_argument(
+        "--config",
+        default="paper",
+        choices=("paper", "fashion-mnist"),
+        help="training model: the issue's paper network on 28x28x1, or the fashion-mnist preset",
+    )
     p.add_argument("--name", default="bench", help="results file prefix")
     return p.parse_args(argv)
 
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown section(s) {bad}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     cfg = PAPER_28
+    if args.config == "fashion-mnist":
+        from train.config import preset
+
+        cfg = preset("fashion-mnist").flow_config(1, 28)
     if args.quick:
         cfg = FlowConfig(in_channels=1, image_size=28, num_scales=2, mid_channels=8, num_blocks=1)
         args.batch, args.repeats, args.bf16_batch = 8, 2, 4
