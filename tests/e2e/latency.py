@@ -4,7 +4,9 @@
 
 Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow keys on two sliders: "Frame"
 (browses decoded frames, no model call) and "level 1 (finest)" (re-decodes every frame in one inverse call).
-Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON.
+Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON. With
+``--baseline`` it also times a trivial Streamlit app (one slider and one image in a fragment): the floor that
+Streamlit and the browser set on this machine at its current load.
 """
 
 from __future__ import annotations
@@ -68,10 +70,40 @@ def server_compute(models_dir: Path) -> dict[str, float]:
     return {"model": ckpt.name, "decode_9_frames_s": statistics.median(times[1:])}
 
 
+BASELINE_APP = """
+import numpy as np, streamlit as st
+from PIL import Image
+st.title("baseline")
+@st.fragment
+def f():
+    k = st.slider("Frame", 0, 8, 4)
+    img = Image.fromarray(np.full((28, 28), k * 30, np.uint8)).resize((200, 200))
+    st.image(img, caption=f"frame {k}", output_format="PNG")
+f()
+"""
+
+
+def baseline(browser: object, n: int) -> dict[str, object]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        app = Path(tmp) / "baseline.py"
+        app.write_text(BASELINE_APP)
+        with streamlit_server(app=app) as url:
+            page = browser.new_page()  # type: ignore[attr-defined]
+            page.goto(url)
+            settle(page)
+            moves(page, "Frame", "frame ", 2)
+            ts = moves(page, "Frame", "frame ", n)
+            page.close()
+    return {"median_s": statistics.median(ts), "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models_dir", nargs="?", default=str(ROOT / "models"))
     ap.add_argument("--moves", type=int, default=10)
+    ap.add_argument("--baseline", action="store_true", help="also time a trivial Streamlit app")
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
     result: dict[str, object] = {"load_average": os.getloadavg(), "server": server_compute(models_dir)}
@@ -89,6 +121,8 @@ def main() -> None:
                 "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))],
                 "all_s": [round(t, 3) for t in ts],
             }
+        if args.baseline:
+            result["baseline_trivial_app"] = baseline(browser, args.moves)
         browser.close()
     print(json.dumps(result, indent=1))
 

@@ -23,8 +23,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def streamlit_server(env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[str]:
-    """Runs the app headless on a free port; yields its URL; stops it afterwards."""
+def streamlit_server(env: dict[str, str] | None = None, timeout: float = 120.0, app: Path = APP) -> Iterator[str]:
+    """Runs ``app`` (default: the explorer) headless on a free port; yields its URL; stops it afterwards."""
     port = free_port()
     full_env = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
     (ROOT / "artifacts").mkdir(exist_ok=True)
@@ -35,7 +35,7 @@ def streamlit_server(env: dict[str, str] | None = None, timeout: float = 120.0) 
             "-m",
             "streamlit",
             "run",
-            str(APP),
+            str(app),
             "--server.headless",
             "true",
             "--server.port",
