@@ -224,3 +224,25 @@ def test_attribute_direction_from_your_own_sets(monkeypatch: pytest.MonkeyPatch,
     assert sum("is not a gallery index" in e.value for e in at.error) == 2  # 99999 and x, the rest is used
     assert any("your set (2) → your set (2)" in m.value for m in at.markdown)
     assert any(c.startswith("s = ") for c in image_urls(at))
+
+
+def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """The waterfall ends at nvp_core's bits/dim and the by-level bars are its prior terms."""
+    from app.models import load_gallery
+    from nvp_core import bits_per_dim, bits_per_dim_breakdown
+
+    ckpt = fixture_dir / "rgb16.safetensors"
+    at = goto(open_app(monkeypatch, ckpt), "how_it_works")
+    model, _ = load_model(ckpt)
+    image = torch.from_numpy(load_gallery(ckpt.with_name("rgb16.gallery.npz"), 3, 16).images[:1].copy())
+    specs = plotly_specs(at)
+    water = next(s for s in specs if s["data"][0]["type"] == "waterfall")["data"][0]
+    total = plotly_array(water["y"])[-1]
+    with torch.inference_mode():
+        bpd = float(bits_per_dim(model, image, seed=0)[0])
+        parts = bits_per_dim_breakdown(model, image, seed=0)
+    assert total == pytest.approx(bpd, abs=1e-3)
+    bars = next(s for s in specs if s["data"][0]["type"] == "bar")["data"][0]
+    expected = [float(parts[f"prior level {lv}"][0]) for lv in range(1, model.num_levels + 1)]
+    np.testing.assert_allclose(plotly_array(bars["y"]), expected, rtol=1e-4)
+    assert any("matches model.trace" in c.value for c in at.caption)
