@@ -137,3 +137,12 @@ def test_header_with_absurd_length_is_refused(tmp_path: Path) -> None:
         load_model(path)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "absent.safetensors")
+
+
+def test_saved_files_get_the_usual_permissions(model: RealNVP, tmp_path: Path) -> None:
+    umask = os.umask(0o022)
+    try:
+        path = save_model(model, tmp_path / "m.safetensors")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o644
