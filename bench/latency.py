@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,60 +54,78 @@ def _prep(model: RealNVP, x: torch.Tensor, fast: bool) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if fast else x
 
 
-def interactive_latency(model: RealNVP, variant: InferenceVariant, repeats: int = 30) -> dict[str, Any]:
-    """p50/p90 of the three interactive operations under ``variant`` (restores the model's settings)."""
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(variant.threads)
-    WNConv2d.cache_weights = variant.fast
-    model.set_channels_last(variant.fast)
+def _ops(model: RealNVP, fast: bool) -> dict[str, Callable[[], None]]:
     cfg = model.config
     gen = torch.Generator().manual_seed(0)
     x1 = torch.rand(1, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen) * 0.9 + 0.05
     x2 = torch.rand(2, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen) * 0.9 + 0.05
-    compile_s = None
+
+    def encode_decode() -> None:
+        with _mode(fast):
+            zs, _ = model(_prep(model, x1, fast))
+            model.inverse(zs)
+
+    def interpolation() -> None:
+        with _mode(fast):
+            zs, _ = model(_prep(model, x2, fast))
+            za, zb = [z[:1] for z in zs], [z[1:] for z in zs]
+            frames = interpolate(za, zb, 16)
+            if fast:
+                model.inverse(frames)  # one batched decode of all 16 frames
+            else:
+                for i in range(16):
+                    model.inverse([z[i : i + 1] for z in frames])
+
+    def samples() -> None:
+        with _mode(fast):
+            model.sample(64, temperature=0.7, generator=torch.Generator().manual_seed(1))
+
+    return {"encode_decode_1": encode_decode, "interpolation_16": interpolation, "samples_64": samples}
+
+
+#: timed calls of each operation per variant and round
+CALLS = {"encode_decode_1": 5, "interpolation_16": 1, "samples_64": 1}
+
+
+def interactive_latency(model: RealNVP, variants: list[InferenceVariant], rounds: int = 8) -> list[dict[str, Any]]:
+    """p50/p90 of the three interactive operations for each variant. The variants alternate round by round
+    (so that machine load hits them alike); a compiled variant runs on its own compiled copy of the model."""
+    models = {v.name: compile_nets(copy.deepcopy(model)) if v.compile else model for v in variants}
+    times: dict[str, dict[str, list[float]]] = {v.name: {op: [] for op in CALLS} for v in variants}
+    first: dict[str, float] = {}
+    loads: list[float] = []
+    prev_threads = torch.get_num_threads()
     try:
-        if variant.compile:
-            compile_nets(model)
-        fast = variant.fast
-
-        def encode_decode() -> None:
-            with _mode(fast):
-                zs, _ = model(_prep(model, x1, fast))
-                model.inverse(zs)
-
-        def interpolation() -> None:
-            with _mode(fast):
-                zs, _ = model(_prep(model, x2, fast))
-                za, zb = [z[:1] for z in zs], [z[1:] for z in zs]
-                frames = interpolate(za, zb, 16)
-                if fast:
-                    model.inverse(frames)  # one batched decode of all 16 frames
-                else:
-                    for i in range(16):
-                        model.inverse([z[i : i + 1] for z in frames])
-
-        def samples() -> None:
-            with _mode(fast):
-                model.sample(64, temperature=0.7, generator=torch.Generator().manual_seed(1))
-
-        t = time.perf_counter()
-        for fn in (encode_decode, interpolation, samples):
-            fn()  # first calls: compilation, allocation
-        compile_s = time.perf_counter() - t
-        out = {
-            "variant": variant.name,
-            "threads": variant.threads,
-            "first_calls_s": round(compile_s, 2),
-            "encode_decode_1": summarize_ms(time_calls(encode_decode, repeats)),
-            "interpolation_16": summarize_ms(time_calls(interpolation, max(3, repeats // 4))),
-            "samples_64": summarize_ms(time_calls(samples, max(3, repeats // 6))),
-            "load": load_now(),
-        }
+        for r in range(rounds):
+            for v in variants:
+                m = models[v.name]
+                torch.set_num_threads(v.threads)
+                WNConv2d.cache_weights = v.fast
+                m.set_channels_last(v.fast)
+                ops = _ops(m, v.fast)
+                if r == 0:
+                    t = time.perf_counter()
+                    for fn in ops.values():
+                        fn()  # first calls: compilation, allocation
+                    first[v.name] = time.perf_counter() - t
+                for op, fn in ops.items():
+                    times[v.name][op] += time_calls(fn, CALLS[op], warmup=0)
+                loads.append(load_now())
     finally:
         torch.set_num_threads(prev_threads)
         WNConv2d.cache_weights = True
-        model.set_channels_last(False)
-    return out
+        for m in models.values():
+            m.set_channels_last(False)
+    return [
+        {
+            "variant": v.name,
+            "threads": v.threads,
+            "first_calls_s": round(first[v.name], 2),
+            **{op: summarize_ms(times[v.name][op]) for op in CALLS},
+            "load_during": [min(loads), max(loads)],
+        }
+        for v in variants
+    ]
 
 
 def forward_inverse_times(cfg: FlowConfig, batch: int, fast: bool, repeats: int = 5) -> dict[str, Any]:

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         variants += [InferenceVariant(f"fast-{t}t", True, t) for t in threads]
         if args.compile:
             variants.append(InferenceVariant(f"fast-compiled-{threads[0]}t", True, threads[0], compile=True))
-        rows = [interactive_latency(model, v, repeats=8 if args.quick else 30) for v in variants]
+        rows = interactive_latency(model, variants, rounds=2 if args.quick else 8)
         results["latency"] = {"model": source, "config": model.config.to_dict(), "rows": rows}
         print(f"\n== interactive latency: {source} ==")
         flat = [
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 "interp16 p50 ms": r["interpolation_16"]["p50_ms"],
                 "64 samples p50 ms": r["samples_64"]["p50_ms"],
                 "first calls s": r["first_calls_s"],
-                "load": r["load"],
+                "load": r["load_during"],
             }
             for r in rows
         ]
