@@ -96,3 +96,28 @@ def test_lr_schedule_warms_up_then_anneals():
     assert lrs[0] == pytest.approx(1e-4) and max(lrs) <= 1e-3
     assert lrs[9] > lrs[50] > lrs[99] >= 1e-5 - 1e-12
     assert budget_progress(0, 30.0, 0, 60.0) == pytest.approx(0.5)
+
+
+def test_state_file_alone_is_a_consistent_resume_point(tmp_path, monkeypatch):
+    import os
+
+    import train.state as state
+
+    model = RealNVP(preset("digits-tiny").flow_config(1, 8))
+    opt = torch.optim.Adam(model.parameters())
+    rng = {"torch": torch.get_rng_state()}
+    state.save_state(tmp_path, model, opt, rng, {"step": 1})
+    real_replace = os.replace
+
+    def die_before_json(src, dst):
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt  # a kill between the two renames
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_before_json)
+    with pytest.raises(KeyboardInterrupt):
+        state.save_state(tmp_path, model, opt, rng, {"step": 2})
+    monkeypatch.setattr(os, "replace", real_replace)
+    _, _, counters = state.load_state(tmp_path)
+    assert counters["step"] == 2 and torch.equal(counters["rng"]["torch"], rng["torch"])
+    assert not list(tmp_path.glob(".*.tmp"))

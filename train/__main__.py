@@ -9,7 +9,7 @@ from .config import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point. Exit codes: 0 done, 1 training diverged, 2 bad flags or data, 130 interrupted."""
+    """Entry point. Exit codes: 0 done, 1 training diverged or a file error, 2 bad flags or data, 130 interrupted."""
     import torch
 
     from .cli import parse
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.threads:
             torch.set_num_threads(args.threads)
-        if not opts.resume and (opts.out / "last.state.json").exists():
+        if not opts.resume and any((opts.out / f"last.state.{ext}").exists() for ext in ("safetensors", "json")):
             raise ValueError(f"{opts.out} already holds a run; pass --resume to continue it, or choose another --out")
         train(cfg, opts)
     except TrainingError as e:
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # bad flags, data or resume state: the message names the fix
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. a full disk while saving: the previous checkpoint and state stay intact
+        print(f"error: could not read or write a file: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; continue with the same flags and --resume", file=sys.stderr)
         return 130

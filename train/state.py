@@ -1,8 +1,8 @@
 """The resume state: model, optimiser, step counters and RNG states, stored without pickle.
 
-Tensors go to ``<stem>.state.safetensors``, everything else to ``<stem>.state.json``; both are written to
-temporary files and renamed into place, the JSON last, and each names the step so that a mismatched pair
-is detected.
+Tensors go to ``<stem>.state.safetensors``, whose header also holds everything else as JSON, so a single
+atomic rename (temporary file + rename) commits a state; ``<stem>.state.json`` is a readable copy of that
+JSON, written after it. A run killed at any moment leaves a loadable state.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from nvp_core.fileio import atomic_write
@@ -68,32 +68,31 @@ def save_state(
     opt_tensors, opt_info = _optimizer_split(optimizer)
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
-    step = str(counters["step"])
-    atomic_write(t_path, lambda tmp: save_file(tensors, tmp, metadata={"format": STATE_FORMAT, "step": step}))
     doc = {"format": STATE_FORMAT, "counters": counters, "optimizer": opt_info}
-    atomic_write(j_path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+    text = json.dumps(doc, indent=1)
+    # The tensors file carries the whole JSON document in its header, so that one rename commits a
+    # consistent state; the .json file beside it is a readable copy, written after it.
+    meta = {"format": STATE_FORMAT, "step": str(counters["step"]), "state": text}
+    atomic_write(t_path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    atomic_write(j_path, lambda tmp: Path(tmp).write_text(text))
 
 
 def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Reads a state written by :func:`save_state`: ``(model state_dict, optimizer state_dict, counters)``;
-    the RNG states are in ``counters["rng"]`` as tensors."""
-    t_path, j_path = state_paths(out, stem)
-    if not t_path.is_file() or not j_path.is_file():
-        raise StateError(f"nothing to resume in {out}: expected {t_path.name} and {j_path.name} (from an earlier run)")
+    the RNG states are in ``counters["rng"]`` as tensors. Only the ``.safetensors`` file is needed."""
+    t_path, _ = state_paths(out, stem)
+    if not t_path.is_file():
+        raise StateError(f"nothing to resume in {out}: expected {t_path.name} (from an earlier run)")
     try:
-        doc = json.loads(j_path.read_text())
+        with safe_open(str(t_path), "pt") as f:
+            meta = f.metadata() or {}
+        doc = json.loads(meta.get("state", "{}"))
         tensors = load_file(str(t_path))
     except (OSError, ValueError, SafetensorError) as e:
-        raise StateError(f"{out}: the resume state is unreadable ({e})") from None
-    if doc.get("format") != STATE_FORMAT:
-        raise StateError(f"{j_path}: not a resume state of this trainer (format {doc.get('format')!r})")
+        raise StateError(f"{t_path}: the resume state is unreadable ({e})") from None
+    if meta.get("format") != STATE_FORMAT or doc.get("format") != STATE_FORMAT:
+        raise StateError(f"{t_path}: not a resume state of this trainer (format {meta.get('format')!r})")
     counters = doc["counters"]
-    from safetensors import safe_open
-
-    with safe_open(str(t_path), "pt") as f:
-        meta = f.metadata() or {}
-    if meta.get("step") != str(counters["step"]):
-        raise StateError(f"{out}: {t_path.name} and {j_path.name} are from different steps (interrupted write?)")
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     counters["rng"] = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     return model_sd, _optimizer_join(tensors, doc["optimizer"]), counters
