@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from .config import PRESETS
@@ -24,6 +25,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if not opts.resume and any((opts.out / f"last.state.{ext}").exists() for ext in ("safetensors", "json")):
             raise ValueError(f"{opts.out} already holds a run; pass --resume to continue it, or choose another --out")
+        try:
+            opts.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(
+                f"--out {opts.out}: cannot create the run folder ({e.strerror}); choose another --out"
+            ) from None
+        if not os.access(opts.out, os.W_OK):
+            raise ValueError(f"--out {opts.out}: the run folder is not writable; choose another --out")
         train(cfg, opts)
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
