@@ -113,6 +113,7 @@ def fixture_models(folder: Path) -> Path:
 class SessionResult:
     ok: int = 0
     failed: int = 0
+    rounds: int = 0
     # Seconds from the input to the page being done (idle), and to the new result first being on screen.
     times: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
     first: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
@@ -184,7 +185,7 @@ async def op_sample(page: object, r: int, session: int, timeout: float) -> tuple
 
 async def run_session(
     browser: object, url: str, session: int, rounds: int, gallery_n: int, timeout: float, round1: asyncio.Event,
-    round1_done: list[int], n_sessions: int, on_round1: object,
+    round1_done: list[int], n_sessions: int, on_round1: object, deadline: float = float("inf"),
 ) -> SessionResult:  # fmt: skip
     res = SessionResult()
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
@@ -199,6 +200,9 @@ async def run_session(
             ("sample", "Sample", lambda r: op_sample(page, r, session, timeout)),
         ]
         for r in range(rounds):
+            if r > 0 and time.monotonic() > deadline:
+                break  # out of time: report the rounds done (the report says how many)
+            res.rounds = r + 1
             for name, title, op in ops:
                 try:
                     await goto_page(page, title, timeout)
@@ -231,7 +235,9 @@ def percentile(xs: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, timeout: float) -> dict:
+async def drive(
+    url: str, pid: int, sessions: int, rounds: int, gallery_n: int, timeout: float, max_minutes: float = 0.0
+) -> dict:
     from playwright.async_api import async_playwright
 
     mem: dict[str, float] = {}
@@ -251,8 +257,10 @@ async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, 
         browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         watcher = asyncio.create_task(watch())
         t0 = time.perf_counter()
+        deadline = time.monotonic() + 60 * max_minutes if max_minutes else float("inf")
+        load_start = os.getloadavg()
         results = await asyncio.gather(*[
-            run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1)
+            run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1, deadline)
             for s in range(sessions)
         ])  # fmt: skip
         wall = time.perf_counter() - t0
@@ -278,6 +286,8 @@ async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, 
         "sessions": sessions,
         "rounds": rounds,
         "operations_expected": sessions * rounds * 3,
+        "rounds_completed": [r.rounds for r in results],
+        "load_average_at_start": load_start,
         "succeeded": sum(r.ok for r in results),
         "failed": sum(r.failed for r in results),
         "errors": [e for r in results for e in r.errors][:20],
@@ -292,7 +302,9 @@ async def drive(url: str, pid: int, sessions: int, rounds: int, gallery_n: int, 
     }
 
 
-def run(sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, log: Path) -> dict:
+def run(
+    sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, log: Path, max_minutes: float = 0.0
+) -> dict:
     """Starts the server, drives the sessions, stops the server; returns the report."""
     with tempfile.TemporaryDirectory() as tmp:
         if models_dir is None:
@@ -309,7 +321,7 @@ def run(sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, l
         gallery_n = len(np.load(gp)["labels"]) if gp else 1
         proc, url = start_server(models_dir, log)
         try:
-            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000))
+            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000, max_minutes))
         finally:
             proc.terminate()
             try:
@@ -332,15 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before one operation counts as failed")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test.json")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
     args = p.parse_args(argv)
     if not CHROMIUM.is_file():
         print(f"error: {CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
         return 2
-    report = run(args.sessions, args.rounds, args.models_dir, args.timeout, args.out.with_suffix(".server.log"))
+    log = args.out.with_suffix(".server.log")
+    report = run(args.sessions, args.rounds, args.models_dir, args.timeout, log, args.max_minutes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))
-    return 0 if report["failed"] == 0 else 1
+    complete = report["succeeded"] == report["operations_expected"]
+    return 0 if report["failed"] == 0 and complete else 1
 
 
 if __name__ == "__main__":
