@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -115,7 +116,7 @@ def _threads() -> int:
     """Torch threads for inference: ``$NVP_APP_THREADS``, else 1 on machines with 2 cores or fewer (more threads
     than free cores make small convolutions many times slower), else half the cores up to 4."""
     env = os.environ.get("NVP_APP_THREADS", "")
-    if env.isdigit() and int(env) > 0:
+    if re.fullmatch(r"[0-9]{1,4}", env) and int(env) > 0:
         return int(env)
     cores = os.cpu_count() or 1
     return 1 if cores <= 2 else min(4, cores // 2)

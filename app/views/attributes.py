@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import numpy as np
@@ -36,7 +37,8 @@ def images_from(uploads: list, indices: str, key: str) -> list[np.ndarray]:
     if indices.strip() and g is not None:
         for tok in indices.replace(";", ",").split(","):
             tok = tok.strip()
-            if tok.isdigit() and int(tok) < len(g.images):
+            # ASCII digits only, bounded length: str.isdigit() accepts '²', and int() refuses 5000-digit strings.
+            if re.fullmatch(r"[0-9]{1,9}", tok) and int(tok) < len(g.images):
                 out.append(np.array(g.images[int(tok)]))
             elif tok:
                 st.error(f"'{tok}' is not a gallery index (0–{len(g.images) - 1})")
