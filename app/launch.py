@@ -1,28 +1,87 @@
-"""``nvp-app``: runs ``streamlit run`` on the bundled app (extra arguments go to Streamlit)."""
+"""``nvp-app``: runs ``streamlit run`` on the bundled app (extra arguments go to Streamlit), and
+:func:`serve`, the same server on a free local port for the browser tests and the benchmarks."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 APP = Path(__file__).resolve().parent / "streamlit_app.py"
+ROOT = APP.parent.parent
+# Streamlit runs a full garbage collection after every script run by default. With torch, plotly and pandas
+# loaded that pass holds the GIL for tens of milliseconds per rerun, and every session's rerun waits on it
+# (a quarter of the server's CPU time in bench/load_test.py). Python's automatic collection still runs.
+SERVER_OPTIONS = ["--browser.gatherUsageStats", "false", "--runner.postScriptGC", "false"]
 
 
-def command(args: list[str]) -> list[str]:
+def command(args: list[str], app: Path = APP) -> list[str]:
     """The ``streamlit run`` command line for ``args`` (e.g. ``["--server.port", "8600"]``)."""
-    return [sys.executable, "-m", "streamlit", "run", str(APP), "--browser.gatherUsageStats", "false", *args]
+    return [sys.executable, "-m", "streamlit", "run", str(app), *SERVER_OPTIONS, *args]
+
+
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``extra``, with the repository first on ``PYTHONPATH``."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(
+    env: dict[str, str] | None = None, log: IO[str] | None = None, timeout: float = 180.0, app: Path = APP
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Runs ``app`` headless on a free local port until the block ends; yields ``(url, process)`` once the
+    server answers its health check. ``env``: extra environment variables; ``log``: where its output goes."""
+    port = free_port()
+    args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--server.fileWatcherType", "none"]  # fmt: skip
+    proc = subprocess.Popen(
+        command(args, app), cwd=ROOT, env=environment(env), stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with code {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not become healthy within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Launches the app and returns Streamlit's exit code."""
     args = sys.argv[1:] if argv is None else argv
-    env = dict(os.environ)
-    root = str(APP.parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        return subprocess.call(command(args), env=env)
+        return subprocess.call(command(args), env=environment())
     except KeyboardInterrupt:
         return 130
 

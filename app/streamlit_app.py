@@ -21,6 +21,7 @@ import torch  # noqa: E402
 
 from app import state  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
+from nvp_core.fileio import atomic_write  # noqa: E402
 
 PAGES = [
     ("views/encode.py", "Encode", ":material/qr_code_scanner:"),
@@ -52,12 +53,13 @@ def _uploaded_checkpoint() -> Path | None:
     if len(data) > MAX_CHECKPOINT_MB * 2**20:
         st.error(f"{up.name} is larger than {MAX_CHECKPOINT_MB} MB.")
         return None
-    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
     path = UPLOAD_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}.safetensors"
     if not path.exists():
-        path.write_bytes(data)
+        # Atomic: another session uploading the same file never reads it half-written.
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     problem = state.check_checkpoint(path)
     if problem is not None:
+        path.unlink(missing_ok=True)  # keep nothing that was refused
         st.error(f"Refused {up.name}: {problem.replace(path.name, up.name)}")
         return None
     return path

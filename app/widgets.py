@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 from collections.abc import Callable, Sequence
@@ -47,6 +46,7 @@ def image_input(
         index=sources.index(default_source) if default_source in sources else 0,
         horizontal=True,
         key=ctx.k(f"{key}:src"),
+        persist_state="session",
     )
     if src == "Gallery" and g is not None:
         present = sorted({int(v) for v in np.unique(g.labels)})
@@ -55,6 +55,7 @@ def image_input(
             "Class",
             [-1, *present],
             key=ctx.k(f"{key}:cls"),
+            persist_state="session",
             format_func=lambda c: "any" if c < 0 else (g.class_names[c] if c < len(g.class_names) else str(c)),
         )
         pool = np.arange(len(g.images)) if cls < 0 else np.flatnonzero(g.labels == cls)
@@ -65,6 +66,7 @@ def image_input(
             n - 1,
             min(default_index, n - 1) if cls < 0 else 0,
             key=ctx.k(f"{key}:idx:{cls}"),
+            persist_state="session",
             help="Test-split images that ship with the model" + ("." if cls < 0 else ", of this class."),
         )
         idx = int(pool[int(j)])
@@ -82,6 +84,7 @@ def image_input(
             "Invert (light object on dark background, as in the training data)",
             value=ctx.dark_background,
             key=ctx.k(f"{key}:inv"),
+            persist_state="session",
         )
         if up is None:
             st.info(f"Upload a photo or drawing: it is centre-cropped and resized to {ctx.size}×{ctx.size}.")
@@ -97,8 +100,8 @@ def image_input(
             st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
         return arr, desc
     c1, c2 = st.columns(2)
-    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"))
-    temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.k(f"{key}:temp"))
+    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"), persist_state="session")
+    temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.k(f"{key}:temp"), persist_state="session")
     gen = torch.Generator().manual_seed(int(seed))
     zs = ctx.model.sample_latents(1, float(temp), generator=gen)
     arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
@@ -139,9 +142,28 @@ def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None =
         opts,
         default=list(default) if default is not None else opts,
         key=ctx.k(key),
+        persist_state="session",
         format_func=lambda lv: level_name(ctx, lv),
     )
     return sorted(chosen)
+
+
+def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
+    """One level's latents ``[C_l, h, w]`` as a single crisp image: a tile per channel (row-major), blue < 0,
+    white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
+    arr = z.detach().cpu().numpy()
+    c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
+    ncol = min(c, 4 if arr.shape[1] > 4 else 8)
+    mosaic, lim = compute.latent_mosaic(arr, MAX_CHANNELS_SHOWN, ncol)
+    width = min(1000, ncol * cell)
+    st.image(
+        compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1),
+        caption=f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
+        + (f", first {c} channels" if c < arr.shape[0] else f", channels 0–{c - 1}")
+        + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}",
+        width=width,
+        output_format="PNG",
+    )
 
 
 def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
@@ -243,50 +265,3 @@ def distinct_examples(ctx: Ctx, k: int) -> list[int]:
     firsts = [int(np.flatnonzero(g.labels == c)[0]) for c in np.unique(g.labels)]
     rest = [i for i in range(len(g.images)) if i not in firsts]
     return (firsts + rest)[:k]
-
-
-def animation(frames: np.ndarray, min_side: int = 160, label: str = "frame") -> go.Figure:
-    """A plotly figure with a play button and a slider over ``[N, C, H, W]`` frames; it runs in the browser.
-    Frames are embedded as PNG data URIs (built directly: plotly.express is several times slower)."""
-    uris = ["data:image/png;base64," + base64.b64encode(compute.png_bytes(f, min_side)).decode() for f in frames]
-    size = compute.to_pil(frames[0], min_side).size
-    names = [str(k) for k in range(len(frames))]
-    fig = go.Figure(
-        data=[go.Image(source=uris[0])],
-        frames=[go.Frame(data=[go.Image(source=u)], name=n) for u, n in zip(uris, names, strict=True)],
-    )
-    step = {"frame": {"duration": 0, "redraw": True}, "mode": "immediate", "transition": {"duration": 0}}
-    play = {"frame": {"duration": 150, "redraw": True}, "fromcurrent": True, "transition": {"duration": 0}}
-    fig.update_layout(
-        width=None,
-        height=size[1] + 110,
-        margin={"l": 0, "r": 0, "t": 0, "b": 0},
-        xaxis={"visible": False},
-        yaxis={"visible": False, "scaleanchor": "x"},
-        updatemenus=[
-            {
-                "type": "buttons",
-                "direction": "left",
-                "x": 0,
-                "y": 0,
-                "xanchor": "left",
-                "yanchor": "top",
-                "buttons": [
-                    {"label": "▶", "method": "animate", "args": [None, play]},
-                    {"label": "❚❚", "method": "animate", "args": [[None], step]},
-                ],
-            }
-        ],
-        sliders=[
-            {
-                "active": 0,
-                "x": 0.15,
-                "len": 0.85,
-                "y": 0,
-                "yanchor": "top",
-                "currentvalue": {"prefix": f"{label} "},
-                "steps": [{"label": n, "method": "animate", "args": [[n], step]} for n in names],
-            }
-        ],
-    )
-    return fig

@@ -20,34 +20,29 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = ROOT / "app" / "streamlit_app.py"
+from app.launch import ROOT, serve
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]  # fmt: skip
 IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && !document.querySelector('[data-stale="true"]')"""
+# Conditions are checked every POLL_MS rather than on every animation frame (Playwright's default): polling on
+# animation frames makes each headless page draw 60 frames a second, and with 8 pages on 2 cores that
+# drawing, not the app, was using most of the CPU. Times are therefore rounded up by up to POLL_MS.
+POLL_MS = 20
 CAPTION_JS = """([prefix, text]) => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
     .some(c => c.innerText.startsWith(prefix) && c.innerText.includes(text))"""
 
 
 # ------------------------------------------------------------------------------------------- server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_mb(pid: int) -> float:
@@ -58,29 +53,16 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(models_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "NVP_MODELS_DIR": str(models_dir), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port",
-           str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]  # fmt: skip
-    log.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {proc.returncode}; see {log}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"streamlit not healthy after 180 s; see {log}")
-        time.sleep(0.5)
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O) since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def fixture_models(folder: Path) -> Path:
@@ -124,7 +106,7 @@ async def settle(page: object, timeout: float) -> None:
     await page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)  # type: ignore[attr-defined]
     for _ in range(2):
         await page.wait_for_timeout(150)  # type: ignore[attr-defined]
-        await page.wait_for_function(IDLE_JS, timeout=timeout)  # type: ignore[attr-defined]
+        await page.wait_for_function(IDLE_JS, timeout=timeout, polling=POLL_MS)  # type: ignore[attr-defined]
 
 
 async def goto_page(page: object, title: str, timeout: float) -> None:
@@ -135,6 +117,7 @@ async def goto_page(page: object, title: str, timeout: float) -> None:
         "t => [...document.querySelectorAll('[data-testid=\"stMain\"] h1')].some(h => h.innerText.trim() === t)",
         arg=title,
         timeout=timeout,
+        polling=POLL_MS,
     )
     await settle(page, timeout)
 
@@ -152,14 +135,15 @@ async def set_number(page: object, label: str, value: int) -> None:
 
 async def wait_caption(page: object, prefix: str, text: str, timeout: float, t0: float) -> tuple[float, float]:
     """Seconds from ``t0`` until the new result is on screen, and until the whole page is done (idle)."""
-    await page.wait_for_function(CAPTION_JS, arg=[prefix, text], timeout=timeout)  # type: ignore[attr-defined]
+    await page.wait_for_function(CAPTION_JS, arg=[prefix, text], timeout=timeout, polling=POLL_MS)  # type: ignore[attr-defined]
     first = time.perf_counter() - t0
-    await page.wait_for_function(IDLE_JS, timeout=timeout)  # type: ignore[attr-defined]
+    await page.wait_for_function(IDLE_JS, timeout=timeout, polling=POLL_MS)  # type: ignore[attr-defined]
     return first, time.perf_counter() - t0
 
 
-async def op_encode(page: object, r: int, gallery_n: int, timeout: float) -> tuple[float, float]:
-    idx = (7 * r + 1) % gallery_n
+async def op_encode(page: object, r: int, session: int, gallery_n: int, timeout: float) -> tuple[float, float]:
+    # Every session asks for different images, so that no result can come from another session's work.
+    idx = (7 * r + 97 * session + 1) % gallery_n
     t0 = time.perf_counter()
     await set_number(page, "Gallery image", idx)
     return await wait_caption(page, "x: gallery", f"#{idx} ", timeout, t0)
@@ -195,7 +179,7 @@ async def run_session(
         await page.goto(url)
         await settle(page, timeout)
         ops = [
-            ("encode", "Encode", lambda r: op_encode(page, r, gallery_n, timeout)),
+            ("encode", "Encode", lambda r: op_encode(page, r, session, gallery_n, timeout)),
             ("interpolate", "Interpolate", lambda r: op_interpolate(page, r, timeout)),
             ("sample", "Sample", lambda r: op_sample(page, r, session, timeout)),
         ]
@@ -259,11 +243,13 @@ async def drive(
         t0 = time.perf_counter()
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else float("inf")
         load_start = os.getloadavg()
+        cpu0 = (process_cpu_s(pid), machine_busy_s())
         results = await asyncio.gather(*[
             run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1, deadline)
             for s in range(sessions)
         ])  # fmt: skip
         wall = time.perf_counter() - t0
+        cpu1 = (process_cpu_s(pid), machine_busy_s())
         watcher.cancel()
         await browser.close()
     mem["end_mb"] = rss_mb(pid)
@@ -299,6 +285,13 @@ async def drive(
         "per_operation": per_op,
         "server_rss": mem,
         "wall_s": wall,
+        # Where the CPU went while the sessions ran: the Streamlit server, and everything else on the
+        # machine (mostly chromium rendering the pages; also this driver and any other load).
+        "cpu_s": {
+            "server": cpu1[0] - cpu0[0],
+            "rest_of_machine": (cpu1[1] - cpu0[1]) - (cpu1[0] - cpu0[0]),
+            "per_operation_server": (cpu1[0] - cpu0[0]) / max(1, sum(r.ok + r.failed for r in results)),
+        },
     }
 
 
@@ -319,15 +312,9 @@ def run(
 
         gp = gallery_path(first)
         gallery_n = len(np.load(gp)["labels"]) if gp else 1
-        proc, url = start_server(models_dir, log)
-        try:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out) as (url, proc):
             report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000, max_minutes))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
     report["model"] = str(first)
     report["server_rss"]["growth_after_round1_mb"] = report["server_rss"]["end_mb"] - report["server_rss"].get(
         "after_round1_mb", float("nan")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -29,3 +30,19 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# What atomic_write's temporary files look like: "." + target name + "." + mkstemp's 8 random characters + ".tmp".
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Deletes the temporary files that :func:`atomic_write` leaves in ``folder`` when its process is killed
+    (SIGKILL, power loss) between creating and renaming them; returns what was deleted. Call it only when no
+    other process writes into ``folder`` (e.g. when a training run starts or resumes in its own folder)."""
+    removed = []
+    for p in Path(folder).glob(".*.tmp"):
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed

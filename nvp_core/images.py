@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,22 +88,23 @@ def load_image(
     """
     data = _read(source, max_bytes)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=FORMATS)
-            w, h = img.size
-            if w < 1 or h < 1:
-                raise ImageError("the image has no pixels")
-            if w * h > max_pixels:
-                raise ImageError(f"the image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
-            # An animation opens on its first frame; n_frames is not asked for: it would parse every frame
-            # (slow on a file of thousands, and it raises on a corrupt later frame that is never shown).
-            img.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG: libjpeg decodes at 1/2..1/8 scale; others: no-op
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-            if max(img.size) > MAX_SIDE and not img.mode.startswith("I;16"):  # Pillow cannot resize I;16
-                img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
-            return _to_8bit(img)
+        # No warnings.catch_warnings() here: it swaps process-wide state and is not thread-safe (the app decodes
+        # in several sessions at once). Pillow raises DecompressionBombError above 2x its own limit; between
+        # 1x and 2x it only warns, and our pixel check below refuses those images anyway (it is lower).
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        w, h = img.size
+        if w < 1 or h < 1:
+            raise ImageError("the image has no pixels")
+        if w * h > max_pixels:
+            raise ImageError(f"the image is {w}×{h} pixels; the limit is {max_pixels / 1e6:.0f} megapixels")
+        # An animation opens on its first frame; n_frames is not asked for: it would parse every frame
+        # (slow on a file of thousands, and it raises on a corrupt later frame that is never shown).
+        img.draft(None, (MAX_SIDE, MAX_SIDE))  # JPEG: libjpeg decodes at 1/2..1/8 scale; others: no-op
+        img.load()
+        img = ImageOps.exif_transpose(img) or img
+        if max(img.size) > MAX_SIDE and not img.mode.startswith("I;16"):  # Pillow cannot resize I;16
+            img.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+        return _to_8bit(img)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):

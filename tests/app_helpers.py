@@ -114,3 +114,19 @@ def plotly_array(value: object) -> np.ndarray:
             arr = arr.reshape([int(s) for s in str(shape).split(",")])
         return arr.astype(np.float64)
     return np.asarray(value, dtype=np.float64)
+
+
+def record_latent_images(monkeypatch: object) -> list[np.ndarray]:
+    """Records the latents (``[C_l, h, w]``) of every latent image the app draws (``compute.latent_mosaic``
+    is wrapped; AppTest runs the pages in this process). Cleared by the caller between runs."""
+    from app import compute
+
+    seen: list[np.ndarray] = []
+    real = compute.latent_mosaic
+
+    def wrapped(z: np.ndarray, *args: object, **kwargs: object) -> tuple[np.ndarray, float]:
+        seen.append(np.array(z, copy=True))
+        return real(z, *args, **kwargs)
+
+    monkeypatch.setattr(compute, "latent_mosaic", wrapped)  # type: ignore[attr-defined]
+    return seen

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from app_helpers import (
     plotly_specs,
     png_bytes,
     problems,
+    record_latent_images,
 )
 from streamlit.testing.v1 import AppTest
 
@@ -77,6 +80,7 @@ def test_upload_then_every_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Pa
     at = goto(open_app(monkeypatch, ckpt), "encode")
     by_label(at.radio, "Image source").set_value("Upload").run()
     data = astronaut_png()
+    drawn = record_latent_images(monkeypatch)
     by_label(at.file_uploader, "An image file").set_value(("astronaut.png", data, "image/png")).run()
     assert not problems(at), problems(at)
     caps = image_urls(at)
@@ -90,6 +94,13 @@ def test_upload_then_every_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Pa
     x = (torch.from_numpy(arr[None]).float() + 0.5) / 256
     with torch.inference_mode():
         zs, _ = model(x)
+    assert len(drawn) == model.num_levels
+    for level, (shown, z) in enumerate(zip(drawn, zs, strict=True), start=1):
+        np.testing.assert_allclose(shown, z[0].numpy(), atol=1e-4, err_msg=f"level {level}")
+        assert any(c.startswith(f"level {level}") for c in image_urls(at)), list(image_urls(at))
+    # The interactive heatmaps (a toggle) show the same values, centred at 0.
+    at.toggle(key=next(t.key for t in at.toggle if t.label == "Interactive heatmaps")).set_value(True).run()
+    assert not problems(at), problems(at)
     specs = [s for s in plotly_specs(at) if s["layout"].get("title", {}).get("text", "").startswith("level ")]
     assert len(specs) == model.num_levels
     for level, (spec, z) in enumerate(zip(specs, zs, strict=True), start=1):
@@ -123,10 +134,12 @@ def test_checkpoint_upload_refuses_anything_but_a_model(
     up.set_value(("model.pt", b"\x80\x04\x95 pickled", "application/octet-stream")).run()
     assert not at.exception and any("not a .safetensors checkpoint" in e.value for e in at.error)
     up = by_label(at.sidebar.file_uploader, "checkpoint")
-    up.set_value(
-        ("fake.safetensors", b"\x80\x04\x95 pickled data that is long enough", "application/octet-stream")
-    ).run()
+    fake = b"\x80\x04\x95 pickled data that is long enough"
+    up.set_value(("fake.safetensors", fake, "application/octet-stream")).run()
     assert not at.exception and any("Refused fake.safetensors" in e.value for e in at.error)
+    digest = hashlib.sha256(fake).hexdigest()[:16]
+    stored = Path(tempfile.gettempdir()) / "nvp_app_checkpoints" / f"{digest}.safetensors"
+    assert not stored.exists(), "a refused upload must not stay on the server's disk"
     # A real checkpoint made by nvp_core is accepted and becomes the current model.
     other = make_fixture_model(tmp_path, "other", 3, 8, 2, seed=5)
     up = by_label(at.sidebar.file_uploader, "checkpoint")
@@ -154,9 +167,7 @@ def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> 
 def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, target: str) -> None:
     at = open_app(monkeypatch, target_path(fixture_dir, target))
     goto(at, "encode")
-    before = plotly_array(plotly_specs(at)[1]["data"][0]["z"])
-    by_label(at.number_input, "Gallery image").set_value(3).run()
-    assert not np.array_equal(plotly_array(plotly_specs(at)[1]["data"][0]["z"]), before)
+    changed(at, by_label(at.number_input, "Gallery image"), 3, "level 1")
     cls = by_label(at.selectbox, "Class")
     cls.set_value(1).run()  # the second class: every image offered is of that class
     name = cls.format_func(1)
@@ -246,3 +257,28 @@ def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fi
     expected = [float(parts[f"prior level {lv}"][0]) for lv in range(1, model.num_levels + 1)]
     np.testing.assert_allclose(plotly_array(bars["y"]), expected, rtol=1e-4)
     assert any("matches model.trace" in c.value for c in at.caption)
+
+
+def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """Streamlit forgets the widgets of a page that is not drawn; the app keeps them, so coming back shows the
+    same settings and results, and no widget that cannot be set (buttons, uploads, downloads) is touched."""
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "sample")
+    by_label(at.number_input, "Seed").set_value(11).run()
+    by_label(at.slider, "Grid side").set_value(3).run()
+    goto(at, "interpolate")
+    by_label(at.button, "finest only").click().run()
+    by_label(at.slider, "Frames").set_value(5).run()
+    memo = at.session_state["_memo:interp"][0]
+    goto(at, "encode")
+    by_label(at.number_input, "Gallery image").set_value(4).run()
+    for page in PAGES:  # every page, with buttons, uploaders and downloads drawn along the way
+        goto(at, page)
+    goto(at, "sample")
+    assert by_label(at.number_input, "Seed").value == 11 and by_label(at.slider, "Grid side").value == 3
+    assert any(c.startswith("9 samples, seed 11") for c in image_urls(at)), list(image_urls(at))
+    goto(at, "interpolate")
+    assert by_label(at.slider, "Frames").value == 5
+    assert [by_label(at.slider, f"level {lv}").value for lv in (1, 2)] == [1.0, 0.0]
+    assert at.session_state["_memo:interp"][0] == memo, "the memoised path is reused, not recomputed"
+    goto(at, "encode")
+    assert by_label(at.number_input, "Gallery image").value == 4

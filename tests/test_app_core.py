@@ -150,6 +150,37 @@ def test_pictures_and_downloads() -> None:
     assert sorted(data.files) == ["extra", "level_1"] and data["level_1"].shape == (2, 3)
 
 
+def test_latent_mosaic_is_a_faithful_picture_of_the_latents() -> None:
+    """Each channel is a tile in row-major order; the colour of a value can be read back to within one step of
+    the 256-colour scale; 0 is near-white, the scale is symmetric, and channels beyond the limit are left out."""
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(6, 5, 7)).astype(np.float32)
+    z[0, 0, 0], z[0, 0, 1] = 0.0, -np.abs(z).max()  # the most negative value shown, and an exact zero
+    mosaic, lim = compute.latent_mosaic(z, max_channels=5, ncol=2)
+    assert lim == pytest.approx(float(np.abs(z[:5]).max()))
+    pad = 1
+    assert mosaic.shape == (3, 3 * (5 + pad) + pad, 2 * (7 + pad) + pad) and mosaic.dtype == np.uint8
+    lut = compute.DIVERGING_LUT.astype(int)
+    for ch in range(5):
+        r, q = divmod(ch, 2)
+        tile = mosaic[:, pad + r * (5 + pad) : pad + r * (5 + pad) + 5, pad + q * (7 + pad) : pad + q * (7 + pad) + 7]
+        rgb = tile.transpose(1, 2, 0).reshape(-1, 1, 3).astype(int)
+        index = np.abs(rgb - lut[None]).sum(-1).argmin(-1)  # nearest colour of the scale
+        read = (index / 255.0 - 0.5) * 2 * lim
+        np.testing.assert_allclose(read, z[ch].ravel(), atol=2 * lim / 255 + 1e-6, err_msg=f"channel {ch}")
+    assert (mosaic[:, pad, pad] > 240).all(), "0 should be drawn near-white"
+    assert tuple(mosaic[:, pad, pad + 1]) == tuple(compute.DIVERGING_LUT[0]), "-lim gets the end of the scale"
+    assert mosaic[2, pad, pad + 1] > mosaic[0, pad, pad + 1], "negative values are blue"
+    # The empty sixth cell of the 3x2 layout stays background; a given limit is used as it is (and clips).
+    assert (mosaic[:, -6:-1, -8:-1] == 255).all()
+    clipped, lim2 = compute.latent_mosaic(z, max_channels=1, lim=0.5)
+    assert lim2 == 0.5 and clipped.shape == (3, 5 + 2 * pad, 7 + 2 * pad)
+    np.testing.assert_array_equal(
+        compute.diverging_colors(np.array([-9.0, 0.0, 9.0, np.nan]), 0.5)[[0, 2, 3]],
+        compute.DIVERGING_LUT[[0, 255, 128]],
+    )
+
+
 def test_launcher_command_runs_streamlit_on_the_app() -> None:
     cmd = launch.command(["--server.port", "8765"])
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]

@@ -80,6 +80,27 @@ def test_concurrent_decoding_matches_serial() -> None:
             assert list(pool.map(lambda c: _outcome(c.data), CASES)) == serial
 
 
+@pytest.mark.parametrize("action", ["default", "error", "ignore"])
+def test_bombs_are_refused_whatever_the_warning_filters_and_the_filters_are_left_alone(action: str) -> None:
+    """100 megapixels is between Pillow's warning and error limits: refused by our header check whether the
+    caller's filters print, raise or ignore warnings; and decoding never edits the process-wide filters
+    (``warnings.catch_warnings`` does, which races when several sessions decode at once)."""
+    import warnings
+
+    from hostile import _png_1bit
+
+    bomb = _png_1bit(10_000, 10_000, rows=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter(action)
+        before = list(warnings.filters)
+        with pytest.raises(ImageError, match="pixels"):
+            load_image(bomb)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            outcomes = list(pool.map(lambda _: _outcome(bomb)[0], range(8)))
+        assert outcomes == ["error"] * 8
+        assert warnings.filters == before
+
+
 def test_large_images_are_reduced_with_their_aspect() -> None:
     wide = Image.new("L", (MAX_SIDE * 2 + 10, 40), 200)
     from io import BytesIO

@@ -130,6 +130,7 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_matches_an_uninterrupted_ru
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert saved == [6, 7], saved
     assert _assert_every_file_loads(out) == 7
+    assert list(out.glob(".last.state.safetensors.*.tmp")), "the kill should leave the half-written file behind"
 
     # 3. Resumed, then SIGKILL between the renames of the second state's tensors and its JSON. The run
     #    folder must still be resumable, losing at most that one interval (step 9 -> back to 8).
@@ -137,11 +138,15 @@ def test_sigkill_mid_epoch_and_mid_write_then_resume_matches_an_uninterrupted_ru
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert saved == [8], saved
     assert _assert_every_file_loads(out) in (8, 9)
+    assert not list(out.glob(".last.state.safetensors.*.tmp")), "a resumed run removes the earlier run's litter"
+    assert list(out.glob(".last.state.json.*.tmp"))
 
     # 4. Resumed to the end: the same parameters, optimiser moments, RNG states and counters.
     proc, _ = _run(out, {}, resume=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
+    assert not list(out.glob(".*.tmp")), "no temporary file may outlive a resumed run"
+    assert "temporary files of an interrupted write removed" in (out / "log.txt").read_text()
     a, ca = _state(tmp_path / "straight")
     b, cb = _state(out)
     assert a.keys() == b.keys()

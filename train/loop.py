@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from nvp_core import RealNVP, dequantize, load_model, save_model
 from nvp_core.base import standard_normal_logprob
+from nvp_core.fileio import remove_stale_temps
 
 from .config import TrainConfig
 from .data import Splits, load_dataset
@@ -212,12 +213,15 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     metrics = MetricsWriter(out, enabled=di.is_main)
     if di.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        # This run owns its folder: half-written files of a killed earlier invocation are litter, never state.
+        stale = remove_stale_temps(out)
         metrics.note(
             f"{'resumed' if opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
             f"{len(test_images)} test images {list(splits.train.shape[1:])}, "
             f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}, "
             f"compute {compute_dtype or torch.float32}"
             + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
+            + (f", {len(stale)} temporary files of an interrupted write removed" if stale else "")
         )
 
     def elapsed() -> float:

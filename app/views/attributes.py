@@ -24,7 +24,7 @@ st.caption(
 g = state.gallery(ctx)
 gl = state.gallery_latents(ctx)
 modes = (["Class means"] if g is not None else []) + ["Your own sets"]
-mode = st.radio("Direction from", modes, horizontal=True, key=ctx.k("at_mode"))
+mode = st.radio("Direction from", modes, horizontal=True, key=ctx.k("at_mode"), persist_state="session")
 
 
 def images_from(uploads: list, indices: str, key: str) -> list[np.ndarray]:
@@ -55,11 +55,16 @@ if mode == "Class means" and g is not None and gl is not None:
     i_to = names.index("Ankle boot") if "Ankle boot" in names and names.index("Ankle boot") in present else None
     if i_to is None:
         i_to = present[min(1, len(present) - 1)]
-    src = c1.selectbox(
-        "From class", present, index=present.index(i_from), format_func=lambda c: names[c], key=ctx.k("at_from")
-    )
-    dst = c2.selectbox(
-        "To class", present, index=present.index(i_to), format_func=lambda c: names[c], key=ctx.k("at_to")
+    src, dst = (
+        col.selectbox(
+            f"{end} class",
+            present,
+            index=present.index(default),
+            format_func=lambda c: names[c],
+            key=ctx.k(f"at_{end.lower()}"),
+            persist_state="session",
+        )
+        for col, end, default in ((c1, "From", i_from), (c2, "To", i_to))
     )
     title = f"{names[src]} → {names[dst]}"
     direction = attribute_direction(
@@ -76,7 +81,11 @@ else:
                 accept_multiple_files=True,
                 key=ctx.k(f"at_up_{name}"),
             )
-            idx = st.text_input(f"…and/or gallery indices for '{name}' (e.g. 3, 17, 42)", key=ctx.k(f"at_idx_{name}"))
+            idx = st.text_input(
+                f"…and/or gallery indices for '{name}' (e.g. 3, 17, 42)",
+                key=ctx.k(f"at_idx_{name}"),
+                persist_state="session",
+            )
             sets.append(images_from(ups, idx, name))
     if not sets[0] or not sets[1]:
         st.info("Give at least one image for each set.")
@@ -100,7 +109,7 @@ z = compute.encode(model, picked[0][None])
 @st.fragment
 def edit_view(z: list, direction: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
-    strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.k("at_s"))
+    strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.k("at_s"), persist_state="session")
     with c2:
         levels = widgets.level_picker(ctx, "at_levels", "Apply on levels")
     if not levels:

@@ -30,7 +30,7 @@ state.set_current_image(ctx, image, desc)
 
 zs, bpd_arr = compute.encode_with_bpd(model, image[None])
 bpd = float(bpd_arr[0])
-err, pix_err, rec = compute.reconstruction_error(model, image)
+err, pix_err, rec = compute.reconstruction_error(model, image, zs)
 
 with right:
     widgets.show_images(
@@ -90,12 +90,21 @@ st.caption(
     "a standard normal draw, so a well-encoded image looks like noise of scale ~1; structure that remains "
     "shows what the model did not explain."
 )
+interactive = st.toggle(
+    "Interactive heatmaps",
+    key=ctx.k("enc_interactive"),
+    persist_state="session",
+    help="Charts that show the value under the cursor (slower to draw than the images).",
+)
 tabs = st.tabs(
     [f"{widgets.level_name(ctx, lv)} · {'×'.join(map(str, s))}" for lv, s in enumerate(model.latent_shapes, start=1)]
 )
 for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
     with tab:
-        st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
+        if interactive:
+            st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
+        else:
+            widgets.latent_image(ctx, z[0], lv)
 
 st.subheader("Per-level statistics")
 scale = 1.0 / (model.dim * math.log(2.0))

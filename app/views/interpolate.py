@@ -39,7 +39,15 @@ def frame_view(frames: np.ndarray) -> None:
     """Browses the decoded frames; no model call (the frames and the animation are memoised). Not a nested
     fragment: measured in chromium, a nested fragment's update reached the page ~3× later than this."""
     steps = len(frames)
-    k = st.slider("Frame", 0, steps - 1, steps // 2, key=ctx.k("ip_frame"), help="Browses the decoded frames.")
+    k = st.slider(
+        "Frame",
+        0,
+        steps - 1,
+        steps // 2,
+        key=ctx.k("ip_frame"),
+        persist_state="session",
+        help="Browses the decoded frames.",
+    )
     st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}", output_format="PNG")
 
 
@@ -52,9 +60,10 @@ def path_view(za: list, zb: list, key: str) -> None:
             ["linear", "spherical"],
             horizontal=True,
             key=ctx.k("ip_method"),
+            persist_state="session",
             help="spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
         )
-        steps = st.slider("Frames", 3, 16, 9, key=ctx.k("ip_steps"))
+        steps = st.slider("Frames", 3, 16, 9, key=ctx.k("ip_steps"), persist_state="session")
     with c2:
         st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")
         presets = {
@@ -77,7 +86,9 @@ def path_view(za: list, zb: list, key: str) -> None:
             # Defaults live in session state (not in the slider call) because the presets also set them.
             st.session_state.setdefault(ctx.k(f"ip_w{lv}"), 1.0)
         weights = [
-            wcols[lv - 1].slider(widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.k(f"ip_w{lv}"))
+            wcols[lv - 1].slider(
+                widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.k(f"ip_w{lv}"), persist_state="session"
+            )
             for lv in range(1, L + 1)
         ]
 
@@ -91,10 +102,10 @@ def path_view(za: list, zb: list, key: str) -> None:
     f1, f2 = st.columns([1, 2])
     with f1:
         frame_view(frames)
+    gif = widgets.memo("interp_gif", (key, method, steps, tuple(weights)), lambda: compute.gif_bytes(frames, 160))
     with f2:
-        fig = widgets.memo("interp_anim", (key, method, steps, tuple(weights)), lambda: widgets.animation(frames))
-        st.plotly_chart(fig, key="ip_anim")
-        st.caption("The animation runs in your browser: press ▶ or drag its slider.")
+        # An animated GIF: the browser plays it with no chart library and no further request to the server.
+        st.image(gif, caption="looping animation: A → B → A", width=compute.to_pil(frames[0], 160).width)
     widgets.downloads(
         [
             (
@@ -103,7 +114,7 @@ def path_view(za: list, zb: list, key: str) -> None:
                 f"{ctx.name}_interpolation.png",
                 "image/png",
             ),
-            ("Animation (GIF)", partial(compute.gif_bytes, frames), f"{ctx.name}_interpolation.gif", "image/gif"),
+            ("Animation (GIF)", lambda: gif, f"{ctx.name}_interpolation.gif", "image/gif"),
             (
                 "Latents (.npz)",
                 partial(compute.npz_bytes, zpath, weights=np.array(weights)),

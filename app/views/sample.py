@@ -23,12 +23,20 @@ st.caption(
 @st.fragment
 def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
-    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k("sa_seed"))
-    n = c2.slider("Grid side", 2, 10, 6, key=ctx.k("sa_n"))
+    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k("sa_seed"), persist_state="session")
+    n = c2.slider("Grid side", 2, 10, 6, key=ctx.k("sa_n"), persist_state="session")
     with c3:
         tcols = st.columns(L)
         temps = [
-            tcols[lv - 1].slider(f"T, {widgets.level_name(ctx, lv)}", 0.0, 1.2, 0.8, 0.05, key=ctx.k(f"sa_t{lv}"))
+            tcols[lv - 1].slider(
+                f"T, {widgets.level_name(ctx, lv)}",
+                0.0,
+                1.2,
+                0.8,
+                0.05,
+                key=ctx.k(f"sa_t{lv}"),
+                persist_state="session",
+            )
             for lv in range(1, L + 1)
         ]
 
