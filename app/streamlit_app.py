@@ -126,6 +126,8 @@ def _threads() -> int:
 
 def main() -> None:
     st.set_page_config(page_title="Real NVP explorer", page_icon=":material/blur_on:", layout="wide")
+    # Pictures are sent at the model's resolution and enlarged by the browser: keep their pixels sharp.
+    st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")
     torch.set_grad_enabled(False)
     torch.set_num_threads(_threads())
     pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]

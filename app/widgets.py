@@ -72,7 +72,7 @@ def image_input(
         idx = int(pool[int(j)])
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
         if preview:
-            st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
+            picture(arr, 96, desc)
         return arr, desc
     if src == "Upload":
         up = st.file_uploader(
@@ -97,7 +97,7 @@ def image_input(
             return None
         desc = f"{up.name} ({img.width}×{img.height} {img.mode})"
         if preview:
-            st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
+            picture(arr, 96, desc)
         return arr, desc
     c1, c2 = st.columns(2)
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"), persist_state="session")
@@ -106,15 +106,23 @@ def image_input(
     zs = ctx.model.sample_latents(1, float(temp), generator=gen)
     arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
     if preview:
-        st.image(compute.to_pil(arr, 96), caption=desc, width=96, output_format="PNG")
+        picture(arr, 96, desc)
     return arr, desc
+
+
+def picture(image: np.ndarray, width: int, caption: str, where: object = st) -> None:
+    """Shows a uint8 ``[C, H, W]`` image ``width`` CSS pixels wide. It is sent at its own resolution (a PNG of
+    a few hundred bytes, made in well under a millisecond) and the browser enlarges it with nearest-neighbour
+    (the page style set in ``streamlit_app.py``), so pixels stay crisp at no cost to the server."""
+    png = compute.png_bytes(image, compress_level=1)
+    where.image(png, caption=caption, width=max(width, image.shape[2]))  # type: ignore[attr-defined]
 
 
 def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:
     """A row of uint8 ``[C, H, W]`` images, enlarged crisply."""
     cols = st.columns(len(images))
     for col, img, cap in zip(cols, images, captions, strict=True):
-        col.image(compute.to_pil(img, min_side), caption=cap, width=min_side, output_format="PNG")
+        picture(img, min_side, cap, col)
 
 
 def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int = 0) -> np.ndarray:
@@ -124,12 +132,7 @@ def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int =
     mosaic = compute.grid(frames, ncol)
     cell = cell or max(56, min(150, 900 // ncol))
     width = min(1000, ncol * cell)
-    st.image(
-        compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1),
-        caption=caption,
-        width=width,
-        output_format="PNG",
-    )
+    picture(mosaic, width, caption)
     return mosaic
 
 
@@ -156,13 +159,12 @@ def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
     ncol = min(c, 4 if arr.shape[1] > 4 else 8)
     mosaic, lim = compute.latent_mosaic(arr, MAX_CHANNELS_SHOWN, ncol)
     width = min(1000, ncol * cell)
-    st.image(
-        compute.to_pil(mosaic, width * mosaic.shape[1] // mosaic.shape[2] + 1),
-        caption=f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
+    picture(
+        mosaic,
+        width,
+        f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
         + (f", first {c} channels" if c < arr.shape[0] else f", channels 0–{c - 1}")
         + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}",
-        width=width,
-        output_format="PNG",
     )
 
 
@@ -229,13 +231,14 @@ def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:
     return gl
 
 
-def memo(name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T:
-    """The last result of ``fn`` kept in this session under ``name``, recomputed only when ``key`` changes
-    (so a slider that only browses results never calls the model)."""
+def memo(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T:
+    """The result of ``fn`` for ``key`` (which must identify the computation on this model): the session's
+    last result when ``key`` is unchanged (a slider that only browses results never calls the model), else a
+    result another session already computed (``state.shared_result``), else ``fn()``."""
     slot = st.session_state.get(f"_memo:{name}")
     if slot is not None and slot[0] == key:
         return slot[1]
-    value = fn()
+    value = state.shared_result(ctx, name, key, fn)
     st.session_state[f"_memo:{name}"] = (key, value)
     return value
 

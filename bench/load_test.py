@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import statistics
 import sys
 import tempfile
@@ -169,9 +170,10 @@ async def op_sample(page: object, r: int, session: int, timeout: float) -> tuple
 
 async def run_session(
     browser: object, url: str, session: int, rounds: int, gallery_n: int, timeout: float, round1: asyncio.Event,
-    round1_done: list[int], n_sessions: int, on_round1: object, deadline: float = float("inf"),
+    round1_done: list[int], n_sessions: int, on_round1: object, deadline: float = float("inf"), think: float = 0.0,
 ) -> SessionResult:  # fmt: skip
     res = SessionResult()
+    pauses = random.Random(session)  # think times differ between sessions but not between runs
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
     page = await ctx.new_page()
     page.set_default_timeout(timeout)
@@ -188,6 +190,8 @@ async def run_session(
                 break  # out of time: report the rounds done (the report says how many)
             res.rounds = r + 1
             for name, title, op in ops:
+                if think:  # a person looks at the result before the next action
+                    await asyncio.sleep(think * pauses.uniform(0.5, 1.5))
                 try:
                     await goto_page(page, title, timeout)
                     first, done = await op(r)
@@ -220,8 +224,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 
 async def drive(
-    url: str, pid: int, sessions: int, rounds: int, gallery_n: int, timeout: float, max_minutes: float = 0.0
-) -> dict:
+    url: str, pid: int, sessions: int, rounds: int, gallery_n: int, timeout: float, max_minutes: float = 0.0,
+    think: float = 0.0,
+) -> dict:  # fmt: skip
     from playwright.async_api import async_playwright
 
     mem: dict[str, float] = {}
@@ -245,7 +250,7 @@ async def drive(
         load_start = os.getloadavg()
         cpu0 = (process_cpu_s(pid), machine_busy_s())
         results = await asyncio.gather(*[
-            run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1, deadline)
+            run_session(browser, url, s, rounds, gallery_n, timeout, round1, done, sessions, on_round1, deadline, think)
             for s in range(sessions)
         ])  # fmt: skip
         wall = time.perf_counter() - t0
@@ -271,6 +276,8 @@ async def drive(
     return {
         "sessions": sessions,
         "rounds": rounds,
+        "think_s": think,
+        "poll_ms": POLL_MS,
         "operations_expected": sessions * rounds * 3,
         "rounds_completed": [r.rounds for r in results],
         "load_average_at_start": load_start,
@@ -296,8 +303,9 @@ async def drive(
 
 
 def run(
-    sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, log: Path, max_minutes: float = 0.0
-) -> dict:
+    sessions: int, rounds: int, models_dir: Path | None, timeout_s: float, log: Path, max_minutes: float = 0.0,
+    think: float = 0.0,
+) -> dict:  # fmt: skip
     """Starts the server, drives the sessions, stops the server; returns the report."""
     with tempfile.TemporaryDirectory() as tmp:
         if models_dir is None:
@@ -314,7 +322,9 @@ def run(
         gallery_n = len(np.load(gp)["labels"]) if gp else 1
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out) as (url, proc):
-            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000, max_minutes))
+            report = asyncio.run(
+                drive(url, proc.pid, sessions, rounds, gallery_n, timeout_s * 1000, max_minutes, think)
+            )
     report["model"] = str(first)
     report["server_rss"]["growth_after_round1_mb"] = report["server_rss"]["end_mb"] - report["server_rss"].get(
         "after_round1_mb", float("nan")
@@ -332,12 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before one operation counts as failed")
     p.add_argument("--out", type=Path, default=ROOT / "artifacts" / "load_test.json")
     p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
+    p.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="mean seconds each session pauses before an action (uniform 0.5-1.5x; default 0: back to back)",
+    )
     args = p.parse_args(argv)
     if not CHROMIUM.is_file():
         print(f"error: {CHROMIUM} is missing (apt-get install chromium)", file=sys.stderr)
         return 2
     log = args.out.with_suffix(".server.log")
-    report = run(args.sessions, args.rounds, args.models_dir, args.timeout, log, args.max_minutes)
+    report = run(args.sessions, args.rounds, args.models_dir, args.timeout, log, args.max_minutes, args.think)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(json.dumps(report, indent=1))

@@ -130,7 +130,7 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
 
     ckpt = models / "grey12.safetensors"
     fresh, _ = load_model(ckpt)  # an independent copy to compute the expected results with
-    fresh.eval()
+    fresh.eval().set_channels_last(True)  # the layout the app runs its model in
     loads = []
     real_load = app_state.load_model
     monkeypatch.setattr(app_state, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
@@ -275,3 +275,29 @@ def test_hostile_text_in_every_text_box_gives_a_message_not_an_exception(monkeyp
                 crashes.append(f"{label!r} <- {text[:12]!r}: {at.exception[0].message[:120]}")
         by_label(at.text_input, label).set_value("").run()
     assert not crashes, crashes
+
+
+@pytest.mark.timeout(300)
+def test_sessions_share_results_that_are_the_same_and_cannot_change_them(monkeypatch, models: Path) -> None:
+    """Two sessions asking for the same samples decode them once; the shared arrays are read-only, and a
+    session asking for something else still gets its own result."""
+    from app import compute
+
+    calls: list[int] = []
+    real = compute.decode
+    monkeypatch.setattr(compute, "decode", lambda model, zs: calls.append(len(zs[0])) or real(model, zs))
+    a = _open(monkeypatch, models, "sample")
+    b = _open(monkeypatch, models, "sample")
+    seed = 424_242  # not used by any other test: the shared results live as long as the process
+    by_label(a.number_input, "Seed").set_value(seed).run()
+    assert calls == [36], calls
+    by_label(b.number_input, "Seed").set_value(seed).run()
+    assert calls == [36], "the second session must reuse the first one's grid"
+    frames_a, frames_b = a.session_state["_memo:sample"][1][0], b.session_state["_memo:sample"][1][0]
+    assert frames_a is frames_b and not frames_a.flags.writeable
+    with pytest.raises(ValueError):
+        frames_a[0, 0, 0, 0] = 1
+    by_label(b.number_input, "Seed").set_value(seed + 1).run()
+    assert calls == [36, 36]
+    assert not (b.session_state["_memo:sample"][1][0] == frames_a).all()
+    assert not problems(a) and not problems(b)

@@ -121,7 +121,7 @@ def edit_view(z: list, direction: list, key: str) -> None:
         zz = apply_direction(z, direction, strengths, levels=levels)
         return compute.decode(model, zz), zz
 
-    frames, zz = widgets.memo("attr", (key, strength, tuple(levels)), run)
+    frames, zz = widgets.memo(ctx, "attr", (key, strength, tuple(levels)), run)
     widgets.show_images([frames[0], frames[-1]], ["before", f"after (s = {strength:g})"], min_side=140)
     mosaic = widgets.strip(frames, "s = " + ", ".join(f"{s:.2g}" for s in strengths), cell=72)
     widgets.downloads(

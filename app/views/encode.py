@@ -6,7 +6,6 @@ import math
 from functools import partial
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import compute, state, widgets
@@ -64,17 +63,7 @@ if gl is not None:
     lo, hi = min(lo, bpd), max(hi, bpd)
     pad = 0.05 * (hi - lo + 1e-6)
     inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
-    fig = go.Figure(go.Histogram(x=inside, nbinsx=40, marker_color="#8da0cb", name="test images"))
-    fig.add_vline(x=bpd, line_color="#d62728", line_width=3, annotation_text="this image", annotation_position="top")
-    fig.update_layout(
-        height=240,
-        margin={"l": 10, "r": 10, "t": 30, "b": 10},
-        xaxis_title="bits/dim",
-        yaxis_title="images",
-        showlegend=False,
-        xaxis_range=[lo - pad, hi + pad],
-    )
-    st.plotly_chart(fig, key="bpd_hist")
+    widgets.picture(compute.histogram_image(inside, bpd, lo - pad, hi + pad), 600, "bits/dim of test images")
     pct = float((gl.bpd < bpd).mean() * 100)
     st.caption(
         f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely)"

@@ -48,7 +48,7 @@ def frame_view(frames: np.ndarray) -> None:
         persist_state="session",
         help="Browses the decoded frames.",
     )
-    st.image(compute.to_pil(frames[k], 200), caption=f"frame {k}: t = {k / (steps - 1):.2f}", output_format="PNG")
+    widgets.picture(frames[k], 200, f"frame {k}: t = {k / (steps - 1):.2f}")
 
 
 @st.fragment
@@ -96,16 +96,16 @@ def path_view(za: list, zb: list, key: str) -> None:
         zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
         return zpath, compute.decode(model, zpath)  # one inverse call for every frame
 
-    zpath, frames = widgets.memo("interp", (key, method, steps, tuple(weights)), run)
+    zpath, frames = widgets.memo(ctx, "interp", (key, method, steps, tuple(weights)), run)
     label = ", ".join(f"{w:g}" for w in weights)
     mosaic = widgets.strip(frames, f"A → B in {steps} frames ({method}; level weights {label})")
     f1, f2 = st.columns([1, 2])
     with f1:
         frame_view(frames)
-    gif = widgets.memo("interp_gif", (key, method, steps, tuple(weights)), lambda: compute.gif_bytes(frames, 160))
+    gif = widgets.memo(ctx, "interp_gif", (key, method, steps, tuple(weights)), lambda: compute.gif_bytes(frames, 0))
     with f2:
         # An animated GIF: the browser plays it with no chart library and no further request to the server.
-        st.image(gif, caption="looping animation: A → B → A", width=compute.to_pil(frames[0], 160).width)
+        st.image(gif, caption="looping animation: A → B → A", width=200)
     widgets.downloads(
         [
             (
@@ -114,7 +114,7 @@ def path_view(za: list, zb: list, key: str) -> None:
                 f"{ctx.name}_interpolation.png",
                 "image/png",
             ),
-            ("Animation (GIF)", lambda: gif, f"{ctx.name}_interpolation.gif", "image/gif"),
+            ("Animation (GIF)", partial(compute.gif_bytes, frames), f"{ctx.name}_interpolation.gif", "image/gif"),
             (
                 "Latents (.npz)",
                 partial(compute.npz_bytes, zpath, weights=np.array(weights)),

@@ -40,7 +40,7 @@ def grid_view(zs4: list, key: str) -> None:
         st.warning("Choose at least one level.")
         return
     frames = widgets.memo(
-        "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
+        ctx, "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
     )
     caption = f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}"
     mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))

@@ -58,7 +58,7 @@ def resample_view(z: list, key: str) -> None:
         batch = [torch.stack([c[lv] for c in cols], dim=1).flatten(0, 1) for lv in range(L)]
         return compute.decode(model, batch), batch
 
-    frames, batch = widgets.memo("scales", (key, temp, draws, int(seed)), run)
+    frames, batch = widgets.memo(ctx, "scales", (key, temp, draws, int(seed)), run)
     heads = " | ".join(f"{100 * f:.0f}% kept" for _, f in fracs)
     mosaic = widgets.strip(frames, f"columns: {heads} (levels ≥ k kept, k = 1 … {L + 1})", ncol=len(fracs), cell=110)
     widgets.downloads(
