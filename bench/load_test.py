@@ -2,8 +2,9 @@
 ``streamlit run`` of the app, each doing encode, interpolate and sample R times.
 
 Reports the success count, response-time percentiles per operation — from the input event to the page
-being done (no script running, nothing stale: the headline figure) and to the new result first being on
-screen — and the server's resident memory after round 1 and at the end.
+being done (no script running, nothing stale: the headline figure), to the new result first being on
+screen, and the server's own response (rerun request sent to "script finished" received, from the page's
+websocket frames) — the server's resident memory after round 1 and at the end, and where the CPU went.
 
     python -m bench.load_test                      # 8 sessions x 25 rounds, shipped models if present
     python -m bench.load_test --sessions 2 --rounds 2 --out artifacts/load_small.json
@@ -100,7 +101,52 @@ class SessionResult:
     # Seconds from the input to the page being done (idle), and to the new result first being on screen.
     times: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
     first: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
+    # Seconds from the rerun request leaving the browser to the server's "script finished" message arriving.
+    server: dict[str, list[float]] = field(default_factory=lambda: {"encode": [], "interpolate": [], "sample": []})
     errors: list[str] = field(default_factory=list)
+
+
+class Wire:
+    """When a page sent rerun requests and received "script finished" messages (its websocket frames, decoded
+    with Streamlit's protobuf classes): the server's own response time, without the browser's drawing."""
+
+    def __init__(self) -> None:
+        self.sent: list[float] = []
+        self.finished: list[float] = []
+
+    def attach(self, page: object) -> None:
+        def on_socket(ws: object) -> None:
+            ws.on("framesent", self._sent)  # type: ignore[attr-defined]
+            ws.on("framereceived", self._received)  # type: ignore[attr-defined]
+
+        page.on("websocket", on_socket)  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _kind(payload: object, cls: type) -> str | None:
+        if not isinstance(payload, bytes | bytearray):
+            return None
+        try:
+            return cls.FromString(bytes(payload)).WhichOneof("type")  # type: ignore[attr-defined]
+        except Exception:  # not a message of this kind
+            return None
+
+    def _sent(self, payload: object) -> None:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+
+        if self._kind(payload, BackMsg) == "rerun_script":
+            self.sent.append(time.perf_counter())
+
+    def _received(self, payload: object) -> None:
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        if self._kind(payload, ForwardMsg) == "script_finished":
+            self.finished.append(time.perf_counter())
+
+    def response(self, since: float) -> float | None:
+        """From the first rerun request sent after ``since`` to the next "script finished"; None if none."""
+        req = next((t for t in self.sent if t >= since), None)
+        fin = next((t for t in self.finished if req is not None and t >= req), None)
+        return None if fin is None or req is None else fin - req
 
 
 async def settle(page: object, timeout: float) -> None:
@@ -177,6 +223,8 @@ async def run_session(
     ctx = await browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
     page = await ctx.new_page()
     page.set_default_timeout(timeout)
+    wire = Wire()
+    wire.attach(page)
     try:
         await page.goto(url)
         await settle(page, timeout)
@@ -194,12 +242,16 @@ async def run_session(
                     await asyncio.sleep(think * pauses.uniform(0.5, 1.5))
                 try:
                     await goto_page(page, title, timeout)
+                    mark = time.perf_counter()
                     first, done = await op(r)
                     problems = await exceptions(page)
                     if problems:
                         raise RuntimeError(problems[0][:300])
                     res.times[name].append(done)
                     res.first[name].append(first)
+                    server = wire.response(mark)
+                    if server is not None:
+                        res.server[name].append(server)
                     res.ok += 1
                 except Exception as e:  # a failed operation is counted and the session goes on
                     res.failed += 1
@@ -268,11 +320,21 @@ async def drive(
             "max_s": max(ts) if ts else float("nan"),
             "first_result_p50_s": percentile(fs, 0.5),
             "first_result_p95_s": percentile(fs, 0.95),
+            "server_n": len(ss),
+            "server_p50_s": percentile(ss, 0.5),
+            "server_p95_s": percentile(ss, 0.95),
         }
         for op in ("encode", "interpolate", "sample")
-        for ts, fs in [([t for r in results for t in r.times[op]], [t for r in results for t in r.first[op]])]
+        for ts, fs, ss in [
+            (
+                [t for r in results for t in r.times[op]],
+                [t for r in results for t in r.first[op]],
+                [t for r in results for t in r.server[op]],
+            )
+        ]
     }
     all_first = [t for r in results for fs in r.first.values() for t in fs]
+    all_server = [t for r in results for ss in r.server.values() for t in ss]
     return {
         "sessions": sessions,
         "rounds": rounds,
@@ -289,6 +351,10 @@ async def drive(
         "mean_s": statistics.fmean(all_times) if all_times else float("nan"),
         "first_result_p50_s": percentile(all_first, 0.5),
         "first_result_p95_s": percentile(all_first, 0.95),
+        # The server's part alone: rerun request sent -> "script finished" received (websocket frames).
+        "server_response_p50_s": percentile(all_server, 0.5),
+        "server_response_p95_s": percentile(all_server, 0.95),
+        "server_responses_timed": len(all_server),
         "per_operation": per_op,
         "server_rss": mem,
         "wall_s": wall,

@@ -1,7 +1,7 @@
 """The load test (opt-in: ``pytest -m slow tests/test_robust_load.py``): N concurrent browser sessions against
-one ``streamlit run``, each doing encode, interpolate and sample R times (default 8 x 25; set
-NVP_LOAD_SESSIONS / NVP_LOAD_ROUNDS to change). Run it on an otherwise idle machine: it asserts the issue's
-95th-percentile response time of 1 s, which other work on the CPU would make it miss."""
+one ``streamlit run``, each doing encode, interpolate and sample R times (default 8 x 25 back to back; set
+NVP_LOAD_SESSIONS / NVP_LOAD_ROUNDS, and NVP_LOAD_THINK, the mean pause in seconds before each action, to
+change). Run it on an otherwise idle machine: it asserts the issue's 95th-percentile response time of 1 s."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def test_concurrent_sessions_all_succeed_fast_without_leaking(tmp_path: Path) ->
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     sessions = int(os.environ.get("NVP_LOAD_SESSIONS", "8"))
     rounds = int(os.environ.get("NVP_LOAD_ROUNDS", "25"))
-    report = run(sessions, rounds, None, 120.0, tmp_path / "server.log")
+    think = float(os.environ.get("NVP_LOAD_THINK", "0"))
+    report = run(sessions, rounds, None, 120.0, tmp_path / "server.log", think=think)
     out = ROOT / "artifacts" / "load_test_pytest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
