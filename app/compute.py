@@ -165,7 +165,8 @@ def latent_mosaic(z: np.ndarray, max_channels: int = 16, ncol: int = 0, lim: flo
     for the browser to show, which keeps pages responsive with many sessions."""
     c = min(z.shape[0], max_channels)
     shown = z[:c]
-    lim = float(lim) if lim > 0 else float(max(np.nanmax(np.abs(shown), initial=0.0), 1e-6))
+    finite = np.abs(shown[np.isfinite(shown)])
+    lim = float(lim) if lim > 0 else max(float(finite.max(initial=0.0)), 1e-6)
     tiles = diverging_colors(shown, lim).transpose(0, 3, 1, 2)  # [c, 3, h, w]
     ncol = ncol or min(c, 4 if z.shape[1] > 4 else 8)
     return grid(tiles, ncol, pad=max(1, z.shape[1] // 8)), lim
@@ -184,6 +185,11 @@ def histogram_image(
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=12)
     left, right, top, bottom = 10, w - 10, 22, h - 40  # plot area
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]  # an image the model rates at ±inf bits/dim has no bar to go in
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+        span = values if values.size else np.array([marker if np.isfinite(marker) else 0.0])
+        lo, hi = float(span.min()) - 0.5, float(span.max()) + 0.5
     counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
     x_of = lambda v: left + (v - lo) / (hi - lo) * (right - left)  # noqa: E731
     top_count = max(int(counts.max()), 1)
@@ -198,15 +204,17 @@ def histogram_image(
         anchor = "la" if i == 0 else ("ra" if i == 5 else "ma")  # the end labels stay inside the picture
         draw.text((x, bottom + 6), f"{t:.2f}", fill=(60, 60, 60), font=font, anchor=anchor)
     draw.text((w / 2, h - 3), "bits/dim", fill=(60, 60, 60), font=font, anchor="md")
-    xm = x_of(min(max(marker, lo), hi))
+    # A marker beyond the axis (or at ±inf) sits at its end; a NaN marker is not drawn.
+    xm = x_of(float(np.clip(marker, lo, hi))) if not np.isnan(marker) else (left + right) / 2
     tallest = f"tallest bar: {top_count} images"  # on the side away from the marker's label
     if xm > (left + right) / 2:
         draw.text((left, 4), tallest, fill=(100, 100, 100), font=font, anchor="la")
     else:
         draw.text((right, 4), tallest, fill=(100, 100, 100), font=font, anchor="ra")
-    draw.line([xm, top - 6, xm, bottom], fill=(214, 39, 40), width=3)
-    anchor = "la" if xm <= left + 40 else ("ra" if xm >= right - 40 else "ma")  # keep the label inside
-    draw.text((xm, 4), "this image", fill=(214, 39, 40), font=font, anchor=anchor)
+    if not np.isnan(marker):
+        draw.line([xm, top - 6, xm, bottom], fill=(214, 39, 40), width=3)
+        anchor = "la" if xm <= left + 40 else ("ra" if xm >= right - 40 else "ma")  # keep the label inside
+        draw.text((xm, 4), "this image", fill=(214, 39, 40), font=font, anchor=anchor)
     return np.asarray(img).transpose(2, 0, 1).copy()
 
 

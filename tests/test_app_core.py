@@ -181,6 +181,28 @@ def test_latent_mosaic_is_a_faithful_picture_of_the_latents() -> None:
     )
 
 
+def test_histogram_picture_shows_the_counts_and_the_marker() -> None:
+    """Bar heights follow the counts, the red marker sits at its value, and degenerate input (±inf or NaN values,
+    an empty or zero-width range, a marker off the axis or NaN) still gives a picture instead of an exception."""
+    values = np.array([1.0] * 10 + [2.0] * 5)
+    img = compute.histogram_image(values, 1.5, 0.5, 2.5, bins=2, size=(210, 150))
+    assert img.shape == (3, 150, 210) and img.dtype == np.uint8
+    rgb = img.transpose(1, 2, 0).astype(int)
+    bar = (np.abs(rgb - [141, 160, 203]).sum(-1) < 10).sum(0)  # bar pixels per column
+    red = np.flatnonzero((np.abs(rgb - [214, 39, 40]).sum(-1) < 10).sum(0) > 50)  # the marker's columns
+    assert bar[40:95].max() == pytest.approx(2 * bar[120:170].max(), rel=0.05), "10 vs 5 images"
+    assert abs(red.mean() - 105) <= 2, red  # 1.5 is the middle of [0.5, 2.5] → the middle of the plot
+    for args in [
+        (np.array([1.0, np.inf, -np.inf, np.nan]), 1.0, 0.5, 1.5),
+        (np.array([]), 3.0, 3.0, 3.0),
+        (values, np.inf, -np.inf, np.inf),
+        (values, np.nan, 0.0, 3.0),
+        (values, 99.0, 0.0, 3.0),
+    ]:
+        out = compute.histogram_image(*args)
+        assert out.shape == (3, 190, 600)
+
+
 def test_launcher_command_runs_streamlit_on_the_app() -> None:
     cmd = launch.command(["--server.port", "8765"])
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]

@@ -59,8 +59,10 @@ st.subheader("Where this image falls among test images")
 gl = widgets.need_gallery(ctx)
 if gl is not None:
     # Zoom on the bulk (a few broken or blank images can sit at 30+ bits/dim), always showing this image.
-    lo, hi = np.percentile(gl.bpd, [0.5, 99.5])
-    lo, hi = min(lo, bpd), max(hi, bpd)
+    finite = gl.bpd[np.isfinite(gl.bpd)]
+    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (bpd, bpd)
+    if math.isfinite(bpd):
+        lo, hi = min(lo, bpd), max(hi, bpd)
     pad = 0.05 * (hi - lo + 1e-6)
     inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
     widgets.picture(compute.histogram_image(inside, bpd, lo - pad, hi + pad), 600, "bits/dim of test images")
