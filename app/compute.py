@@ -156,6 +156,11 @@ def diverging_colors(values: np.ndarray, lim: float) -> np.ndarray:
     return DIVERGING_LUT[np.rint(t * 255).astype(np.intp)]
 
 
+def latent_columns(channels: int, side: int) -> int:
+    """Tiles per row when showing ``channels`` maps of ``side``×``side``: 4, or 8 for maps of 4×4 or smaller."""
+    return min(channels, 4 if side > 4 else 8)
+
+
 def latent_mosaic(z: np.ndarray, max_channels: int = 16, ncol: int = 0, lim: float = 0.0) -> tuple[np.ndarray, float]:
     """One level's latents ``[C_l, h, w]`` → an RGB mosaic uint8 ``[3, H', W']`` of its first ``max_channels``
     channels (row-major, ``ncol`` per row; default 4, or 8 for maps of 4×4 or smaller) on a diverging
@@ -168,7 +173,7 @@ def latent_mosaic(z: np.ndarray, max_channels: int = 16, ncol: int = 0, lim: flo
     finite = np.abs(shown[np.isfinite(shown)])
     lim = float(lim) if lim > 0 else max(float(finite.max(initial=0.0)), 1e-6)
     tiles = diverging_colors(shown, lim).transpose(0, 3, 1, 2)  # [c, 3, h, w]
-    ncol = ncol or min(c, 4 if z.shape[1] > 4 else 8)
+    ncol = ncol or latent_columns(c, z.shape[1])
     return grid(tiles, ncol, pad=max(1, z.shape[1] // 8)), lim
 
 

@@ -156,7 +156,7 @@ def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
     white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
     arr = z.detach().cpu().numpy()
     c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
-    ncol = min(c, 4 if arr.shape[1] > 4 else 8)
+    ncol = compute.latent_columns(c, arr.shape[1])
     mosaic, lim = compute.latent_mosaic(arr, MAX_CHANNELS_SHOWN, ncol)
     width = min(1000, ncol * cell)
     picture(
@@ -172,7 +172,7 @@ def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
     """One level's latents ``[C_l, h, w]``: a heatmap per channel, diverging colours centred at 0."""
     arr = z.detach().cpu().numpy()
     c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
-    ncol = min(c, 4 if arr.shape[1] > 4 else 8)
+    ncol = compute.latent_columns(c, arr.shape[1])
     nrow = math.ceil(c / ncol)
     lim = float(max(np.abs(arr[:c]).max(), 1e-6))
     fig = make_subplots(
