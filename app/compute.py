@@ -223,6 +223,19 @@ def histogram_image(
     return np.asarray(img).transpose(2, 0, 1).copy()
 
 
+def icon_png(side: int = 32, tiles: int = 4) -> bytes:
+    """The page icon: a red/blue checkerboard (a coupling mask), as RGBA PNG bytes. Made here rather than
+    named as a ``:material/…:`` icon or an emoji, whose favicons the browser fetches from a CDN; the alpha
+    channel makes Streamlit keep it a PNG."""
+    cell = side // tiles
+    yy, xx = np.mgrid[0:side, 0:side] // cell
+    rgb = np.where(((yy + xx) % 2 == 0)[..., None], DIVERGING_LUT[20], DIVERGING_LUT[235])
+    rgba = np.concatenate([rgb, np.full((side, side, 1), 255, np.uint8)], axis=2).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def png_bytes(image: np.ndarray, min_side: int = 0, compress_level: int = 6) -> bytes:
     """uint8 ``[C, H, W]`` → PNG file bytes (``compress_level`` 1 is fastest: for pictures on screen)."""
     buf = io.BytesIO()

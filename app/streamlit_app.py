@@ -19,7 +19,7 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import state  # noqa: E402
+from app import compute, state  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
 from nvp_core.fileio import atomic_write  # noqa: E402
 
@@ -125,7 +125,8 @@ def _threads() -> int:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Real NVP explorer", page_icon=":material/blur_on:", layout="wide")
+    # The icon is a picture made here: a :material/…: or emoji icon makes the browser fetch it from a CDN.
+    st.set_page_config(page_title="Real NVP explorer", page_icon=compute.icon_png(), layout="wide")
     # Pictures are sent at the model's resolution and enlarged by the browser: keep their pixels sharp.
     st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")
     torch.set_grad_enabled(False)

@@ -113,9 +113,13 @@ def image_input(
 def picture(image: np.ndarray, width: int, caption: str, where: object = st) -> None:
     """Shows a uint8 ``[C, H, W]`` image ``width`` CSS pixels wide. It is sent at its own resolution (a PNG of
     a few hundred bytes, made in well under a millisecond) and the browser enlarges it with nearest-neighbour
-    (the page style set in ``streamlit_app.py``), so pixels stay crisp at no cost to the server."""
+    (the page style set in ``streamlit_app.py``), so pixels stay crisp at no cost to the server. The browser
+    gets these PNG bytes unchanged (lossless)."""
     png = compute.png_bytes(image, compress_level=1)
-    where.image(png, caption=caption, width=max(width, image.shape[2]))  # type: ignore[attr-defined]
+    # output_format="PNG": by default Streamlit re-encodes an image without alpha as JPEG, which shifts the
+    # pixels (chroma subsampling turns the red/blue latents muddy). A width at least the image's keeps
+    # Streamlit from resampling it, so these exact bytes are what the browser receives.
+    where.image(png, caption=caption, width=max(width, image.shape[2]), output_format="PNG")  # type: ignore[attr-defined]
 
 
 def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -68,10 +71,53 @@ def app_url(browser: object, e2e_models_dir: Path) -> Iterator[str]:
         yield url
 
 
+@dataclass
+class Network:
+    """What a browser context asked for: requests that would have left this machine (blocked), and the
+    content type of every image response."""
+
+    offsite: list[str] = field(default_factory=list)
+    images: list[tuple[str, str]] = field(default_factory=list)  # (url, content type)
+
+    def not_lossless(self) -> list[tuple[str, str]]:
+        """Image responses that are neither PNG nor GIF (the interpolation's animation)."""
+        return [(u, t) for u, t in self.images if t.split(";")[0].strip() not in LOSSLESS]
+
+
+LOSSLESS = {"image/png", "image/gif"}
+
+
+def _local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in {"data", "blob", "about"} or parts.hostname in {"127.0.0.1", "localhost"}
+
+
 @pytest.fixture()
-def page(browser: object) -> Iterator[object]:
+def network() -> Network:
+    return Network()
+
+
+@pytest.fixture()
+def page(browser: object, network: Network) -> Iterator[object]:
+    """A fresh browser page. Every request that would leave 127.0.0.1 is blocked and recorded, and every image
+    response's content type is recorded; the test fails if the app needed the network or served a lossy image."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
+
+    def block(route: Any) -> None:
+        network.offsite.append(route.request.url)
+        route.abort()
+
+    ctx.route(lambda url: not _local(url), block)
+
+    def record(response: Any) -> None:
+        ctype = response.headers.get("content-type", "")
+        if ctype.startswith("image/") or response.request.resource_type == "image":
+            network.images.append((response.url, ctype))
+
+    ctx.on("response", record)
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
     yield pg
     ctx.close()
+    assert not network.offsite, f"the app asked for resources off this machine: {network.offsite}"
+    assert not network.not_lossless(), f"images served lossy: {network.not_lossless()}"

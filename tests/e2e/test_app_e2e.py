@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
+import numpy as np
 import pytest
+import torch
 from app_helpers import astronaut_png
+from PIL import Image
 
+from app import compute
+from app.models import list_checkpoints, load_gallery
 from e2e.browser import exceptions, full_screenshot, image_with_caption, settle
-from e2e.conftest import SCREENSHOTS
+from e2e.conftest import SCREENSHOTS, Network
 from e2e.server import ROOT
+from nvp_core import load_model
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +114,42 @@ def test_latent_map_box_selection_shows_images(page, app_url: str) -> None:
     assert page.locator('[data-testid="stImage"]').count() >= 2  # neighbours strip and the selection
     assert not exceptions(page), exceptions(page)
     full_screenshot(page, SCREENSHOTS / "latent_map_selection.png")
+
+
+def _served_pixels(page, app_url: str, caption: str) -> np.ndarray:
+    """The pixels the browser received for the picture captioned ``caption``, as uint8 ``[C, H, W]``."""
+    img = image_with_caption(page, caption)
+    img.wait_for(state="attached")
+    resp = page.request.get(urljoin(app_url + "/", img.get_attribute("src")))
+    assert resp.headers["content-type"] == "image/png", resp.headers["content-type"]
+    arr = np.asarray(Image.open(io.BytesIO(resp.body())))
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def test_pictures_arrive_as_png_with_the_decoded_pixels(
+    page, network: Network, app_url: str, e2e_models_dir: Path
+) -> None:
+    """Streamlit re-encodes images without alpha as JPEG unless told otherwise: the reconstruction and the
+    latent heatmaps must reach the browser as PNG with exactly the pixels nvp_core computes."""
+    page.goto(app_url)
+    settle(page)
+    ckpt = list_checkpoints(e2e_models_dir)[0]  # the model the app opens with
+    model, _ = load_model(ckpt)
+    model.set_channels_last(True)  # as the app runs it
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the app does on this machine: the same float rounding
+    try:
+        image = load_gallery(ckpt.parent / f"{ckpt.stem}.gallery.npz", model.config.in_channels,
+                             model.config.image_size).images[0]  # fmt: skip
+        zs = compute.encode(model, image[None])
+        _, _, rec = compute.reconstruction_error(model, image, zs)
+        mosaic, _ = compute.latent_mosaic(zs[0][0].numpy(), 16)
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(_served_pixels(page, app_url, "f⁻¹(f(x))"), rec)
+    assert np.array_equal(_served_pixels(page, app_url, "x: gallery #0"), image)
+    assert np.array_equal(_served_pixels(page, app_url, "level 1 (finest)"), mosaic)
+    assert network.images, "no image responses were recorded"
+    assert not network.not_lossless(), network.not_lossless()
+    assert not network.offsite, network.offsite
+    assert not exceptions(page), exceptions(page)
