@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from nvp_core import RealNVP, bits_per_dim_breakdown, dequantize
-from nvp_core.base import standard_normal_logprob
+from nvp_core import RealNVP, dequantize
 from nvp_core.latent import level_stats
+from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown
 
 Latents = list[Tensor]
 BATCH = 64
@@ -44,17 +44,17 @@ def decode(model: RealNVP, zs: Sequence[Tensor]) -> np.ndarray:
     return to_uint8(model.inverse([z.float() for z in zs]))
 
 
+def bits_per_dim(model: RealNVP, images: np.ndarray, first_index: int = 0) -> np.ndarray:
+    """``[B]`` bits/dim of uint8 images ``[B, C, H, W]`` under the one convention every page shows
+    (``nvp_core.likelihood.CONVENTION``; ``first_index``: the first image's gallery index, 0 for any other)."""
+    return fixed_noise_bits_per_dim(model, torch.from_numpy(np.array(images, dtype=np.uint8)), first_index).numpy()
+
+
 @torch.inference_mode()
-def encode_with_bpd(model: RealNVP, images: np.ndarray) -> tuple[Latents, np.ndarray]:
-    """Latents and bits/dim ``[B]`` of uint8 images from one forward pass (bin-centre input, eq. 3)."""
-    zs_parts, bpd_parts = [], []
-    for i in range(0, len(images), BATCH):
-        zs, logdet = model(model_input(images[i : i + BATCH]))
-        log_prob = sum(standard_normal_logprob(z) for z in zs) + logdet
-        zs_parts.append(zs)
-        bpd_parts.append(model.bits_per_dim_of(log_prob))
-    zs = [torch.cat([p[lv] for p in zs_parts]) for lv in range(model.num_levels)]
-    return zs, torch.cat(bpd_parts).numpy()
+def encode_with_bpd(model: RealNVP, images: np.ndarray, first_index: int = 0) -> tuple[Latents, np.ndarray]:
+    """Latents (of the bin centres, as :func:`encode`) and bits/dim ``[B]`` (:func:`bits_per_dim`) of uint8
+    images."""
+    return encode(model, images), bits_per_dim(model, images, first_index)
 
 
 @torch.inference_mode()
@@ -72,10 +72,10 @@ def reconstruction_error(
     return float((x_rec - x).abs().max()), int(np.abs(rec.astype(int) - image.astype(int)).max()), rec
 
 
-@torch.inference_mode()
-def breakdown(model: RealNVP, image: np.ndarray) -> dict[str, float]:
-    """``nvp_core.bits_per_dim_breakdown`` of one uint8 image ``[C, H, W]`` (fixed noise seed 0)."""
-    parts = bits_per_dim_breakdown(model, torch.from_numpy(np.ascontiguousarray(image[None])), seed=0)
+def breakdown(model: RealNVP, image: np.ndarray, index: int = 0) -> dict[str, float]:
+    """``nvp_core.likelihood.fixed_noise_breakdown`` of one uint8 image ``[C, H, W]`` (``index``: its gallery
+    index, 0 for any other image): the terms of :func:`bits_per_dim`."""
+    parts = fixed_noise_breakdown(model, torch.from_numpy(np.array(image[None], dtype=np.uint8)), index)
     return {k: float(v[0]) for k, v in parts.items()}
 
 

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -21,8 +21,8 @@ import torch
 from sklearn.decomposition import PCA
 
 from app import compute
-from app.models import Gallery, GalleryError, gallery_path, load_gallery
-from nvp_core import CheckpointError, RealNVP, load_model
+from app.models import Gallery, GalleryError, gallery_path, load_app_model, load_gallery
+from nvp_core import CheckpointError, RealNVP
 
 T = TypeVar("T")
 MODEL_KEY = "nvp_model_path"
@@ -38,13 +38,8 @@ def stamp(path: Path) -> str:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
 def _load(path: str, version: str) -> tuple[RealNVP, dict[str, Any]]:
-    model, meta = load_model(path)  # eval mode, float32
-    for p in model.parameters():
-        p.requires_grad_(False)
-    # NHWC convolutions: decoding a batch is ~15-30% faster on CPU (bench/README.md); same parameters and
-    # results up to float rounding. bf16 stays off: the app shows exact round trips and log-likelihoods.
-    model.set_channels_last(True)
-    return model, meta
+    model, meta, choice = load_app_model(path)  # eval mode, frozen, the measured fast path (app/models.py)
+    return model, {**meta, "fastpath": choice.to_dict()}
 
 
 def check_checkpoint(path: Path) -> str | None:
@@ -200,17 +195,26 @@ def shared_result(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[],
     return slot["value"]
 
 
-def set_current_image(ctx: Ctx, image: np.ndarray, caption: str) -> None:
+class Picked(NamedTuple):
+    """An image a page works with: uint8 ``[C, H, W]``, a short description, and its gallery index (the index
+    that fixes its dequantisation noise for the bits/dim; 0 for uploads and samples)."""
+
+    image: np.ndarray
+    desc: str
+    index: int = 0
+
+
+def set_current_image(ctx: Ctx, picked: Picked) -> None:
     """Remembers the Encode page's image so that other pages can use it."""
-    st.session_state[CURRENT_IMAGE] = (ctx.key, image, caption)
+    st.session_state[CURRENT_IMAGE] = (ctx.key, picked)
 
 
-def current_image(ctx: Ctx) -> tuple[np.ndarray, str] | None:
+def current_image(ctx: Ctx) -> Picked | None:
     """The Encode page's image for this model, else the first gallery image, else ``None``."""
     saved = st.session_state.get(CURRENT_IMAGE)
     if saved and saved[0] == ctx.key:
-        return saved[1], saved[2]
+        return saved[1]
     g = gallery(ctx)
     if g is not None and len(g.images):
-        return np.array(g.images[0]), f"gallery #0 ({g.label_name(0)})"
+        return Picked(np.array(g.images[0]), f"gallery #0 ({g.label_name(0)})", 0)
     return None

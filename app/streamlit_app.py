@@ -22,6 +22,7 @@ import torch  # noqa: E402
 from app import compute, state  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
 from nvp_core.fileio import atomic_write  # noqa: E402
+from nvp_core.likelihood import CONVENTION_SHORT  # noqa: E402
 
 PAGES = [
     ("views/encode.py", "Encode", ":material/qr_code_scanner:"),
@@ -100,7 +101,7 @@ def sidebar() -> bool:
         st.caption(
             f"{cfg.in_channels}×{cfg.image_size}×{cfg.image_size} images · {ctx.model.num_levels} levels · "
             f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M parameters"
-            + (f" · test {float(bpd):.3f} bits/dim" if isinstance(bpd, int | float) else "")
+            + (f" · test {float(bpd):.3f} bits/dim ({CONVENTION_SHORT})" if isinstance(bpd, int | float) else "")
         )
         st.caption(
             "Dinh, Sohl-Dickstein & Bengio, *Density estimation using Real NVP*, ICLR 2017. Equation numbers in "

@@ -33,11 +33,11 @@ def level_name(ctx: Ctx, level: int) -> str:
 
 def image_input(
     ctx: Ctx, key: str, label: str, default_index: int = 0, default_source: str = "Gallery", preview: bool = True
-) -> tuple[np.ndarray, str] | None:
+) -> state.Picked | None:
     """Lets the user pick an image: from the gallery, an upload (any common format), or a model sample.
 
-    Returns ``(uint8 [C, H, W] in the model's format, a short description)`` or ``None`` (nothing yet, or an
-    unusable file, which gets an ``st.error``)."""
+    Returns ``(uint8 [C, H, W] in the model's format, a short description, its gallery index or 0)`` or ``None``
+    (nothing yet, or an unusable file, which gets an ``st.error``)."""
     g = state.gallery(ctx)
     sources = SOURCES if g is not None else SOURCES[1:]
     src = st.radio(
@@ -73,7 +73,7 @@ def image_input(
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
         if preview:
             picture(arr, 96, desc)
-        return arr, desc
+        return state.Picked(arr, desc, idx)
     if src == "Upload":
         up = st.file_uploader(
             f"An image file ({', '.join(IMAGE_TYPES[:5])}, …)",
@@ -98,7 +98,7 @@ def image_input(
         desc = f"{up.name} ({img.width}×{img.height} {img.mode})"
         if preview:
             picture(arr, 96, desc)
-        return arr, desc
+        return state.Picked(arr, desc)
     c1, c2 = st.columns(2)
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"), persist_state="session")
     temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.k(f"{key}:temp"), persist_state="session")
@@ -107,7 +107,7 @@ def image_input(
     arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
     if preview:
         picture(arr, 96, desc)
-    return arr, desc
+    return state.Picked(arr, desc)
 
 
 def picture(image: np.ndarray, width: int, caption: str, where: object = st) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -52,7 +53,79 @@ def bits_per_dim_breakdown(
     * ``"logdet <layer>"``: ``-logdet / (D ln 2)`` of the logit layer and of each scale;
     * ``"dequantisation"``: the constant +8 bits of the 1/256 bins.
     """
-    x = _model_input(model, images_uint8, seed, generator)
+    return _breakdown(model, _model_input(model, images_uint8, seed, generator))
+
+
+# --- The one convention for every bits/dim a user reads: the paper's and the model card's ---------------
+EVAL_SEED = 1000  # image i of a set gets the noise of row i % EVAL_BATCH of a draw seeded EVAL_SEED + i // EVAL_BATCH
+EVAL_BATCH = 500
+CONVENTION = (
+    "−log₂ p(x + u)/D + 8 with uniform dequantisation noise u from fixed seeds (as the model card's test "
+    "bits/dim), eval mode, float32"
+)
+CONVENTION_SHORT = "uniform dequantisation noise from fixed seeds, eval mode, float32"
+
+
+def _fixed_noise_blocks(images_uint8: Tensor, first_index: int) -> Iterator[Tensor]:
+    """The images' dequantised values, float32, one tensor per block of indices that share a noise draw."""
+    if first_index < 0:
+        raise ValueError(f"first_index must be ≥ 0, got {first_index}")
+    if images_uint8.is_floating_point():
+        raise TypeError("dequantize expects integer pixel values (uint8, 0..255), got a float tensor")
+    images = images_uint8.cpu()
+    start = 0
+    while start < len(images):
+        block, row = divmod(first_index + start, EVAL_BATCH)
+        rows = min(EVAL_BATCH - row, len(images) - start)
+        # A CPU generator fills a tensor in order, so the first rows of a draw do not depend on its length.
+        u = torch.rand((row + rows, *images.shape[1:]), generator=torch.Generator().manual_seed(EVAL_SEED + block))
+        yield (images[start : start + rows].to(torch.float32) + u[row:]) / 256.0
+        start += rows
+
+
+def fixed_noise_dequantize(images_uint8: Tensor, first_index: int = 0) -> Tensor:
+    """``(x + u) / 256`` (float32) with the fixed noise of the evaluation convention: image ``first_index + j``
+    of a data set gets row ``(first_index + j) % 500`` of ``torch.rand`` drawn with seed ``1000 + index // 500``
+    (one draw per block of 500, as ``train.evaluate`` draws one per test batch). So an image's noise depends only
+    on its index, and the mean over a test set is the model card's test bits/dim."""
+    blocks = list(_fixed_noise_blocks(images_uint8, first_index))
+    return torch.cat(blocks) if blocks else torch.zeros(images_uint8.shape, dtype=torch.float32)
+
+
+def _check_eval_float32(model: RealNVP) -> None:
+    if model.training:
+        raise ValueError("the bits/dim convention uses the model in eval mode: call model.eval() first")
+    if any(getattr(m, "compute_dtype", None) is not None for m in model.modules()):
+        raise ValueError("the bits/dim convention is float32: call model.set_compute_dtype(None) first")
+
+
+@torch.inference_mode()
+def fixed_noise_bits_per_dim(model: RealNVP, images_uint8: Tensor, first_index: int = 0) -> Tensor:
+    """``[B]`` bits/dim of 8-bit images, the one convention every number shown to a user follows
+    (:data:`CONVENTION`): uniform dequantisation noise from :func:`fixed_noise_dequantize` (``first_index``: the
+    index of the first image in its data set; an image from elsewhere counts as image 0), eval mode, float32.
+    Computed block by block (the blocks of 500 that share a draw), so over a test set in order it gives the
+    very numbers of ``train.evaluate.eval_bits_per_dim`` (their mean)."""
+    _check_eval_float32(model)
+    ref = next(model.parameters())
+    out = [
+        model.bits_per_dim_of(model.log_prob(x.to(device=ref.device, dtype=ref.dtype)))
+        for x in _fixed_noise_blocks(images_uint8, first_index)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, dtype=ref.dtype, device=ref.device)
+
+
+@torch.inference_mode()
+def fixed_noise_breakdown(model: RealNVP, images_uint8: Tensor, first_index: int = 0) -> dict[str, Tensor]:
+    """:func:`bits_per_dim_breakdown` under the convention of :func:`fixed_noise_bits_per_dim` (its terms sum to
+    that function's value up to float rounding)."""
+    _check_eval_float32(model)
+    ref = next(model.parameters())
+    x = fixed_noise_dequantize(images_uint8, first_index).to(device=ref.device, dtype=ref.dtype)
+    return _breakdown(model, x)
+
+
+def _breakdown(model: RealNVP, x: Tensor) -> dict[str, Tensor]:
     zs, parts = model.trace(x)
     scale = 1.0 / (model.dim * math.log(2.0))
     out: dict[str, Tensor] = {}

@@ -238,9 +238,9 @@ def test_attribute_direction_from_your_own_sets(monkeypatch: pytest.MonkeyPatch,
 
 
 def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
-    """The waterfall ends at nvp_core's bits/dim and the by-level bars are its prior terms."""
+    """The waterfall ends at nvp_core's bits/dim (its one convention) and the by-level bars are its prior terms."""
     from app.models import load_gallery
-    from nvp_core import bits_per_dim, bits_per_dim_breakdown
+    from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown
 
     ckpt = fixture_dir / "rgb16.safetensors"
     at = goto(open_app(monkeypatch, ckpt), "how_it_works")
@@ -249,14 +249,51 @@ def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fi
     specs = plotly_specs(at)
     water = next(s for s in specs if s["data"][0]["type"] == "waterfall")["data"][0]
     total = plotly_array(water["y"])[-1]
-    with torch.inference_mode():
-        bpd = float(bits_per_dim(model, image, seed=0)[0])
-        parts = bits_per_dim_breakdown(model, image, seed=0)
+    bpd = float(fixed_noise_bits_per_dim(model, image)[0])
+    parts = fixed_noise_breakdown(model, image)
     assert total == pytest.approx(bpd, abs=1e-3)
     bars = next(s for s in specs if s["data"][0]["type"] == "bar")["data"][0]
     expected = [float(parts[f"prior level {lv}"][0]) for lv in range(1, model.num_levels + 1)]
     np.testing.assert_allclose(plotly_array(bars["y"]), expected, rtol=1e-4)
     assert any("matches model.trace" in c.value for c in at.caption)
+
+
+def test_encode_how_it_works_and_histogram_show_one_bits_per_dim(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """For the same gallery image, Encode's number, How it works' total and the image's value in the test-image
+    histogram are one number (nvp_core's convention, named on screen); the sidebar names it too."""
+    from app import compute
+    from nvp_core.likelihood import CONVENTION_SHORT, fixed_noise_bits_per_dim
+
+    ckpt = make_fixture_model(tmp_path, "agree", 1, 12, 2, seed=5)  # its own file: the gallery is encoded here
+    calls: list[tuple[int, int, np.ndarray]] = []
+    real = compute.bits_per_dim
+
+    def recorded(model: object, images: np.ndarray, first_index: int = 0) -> np.ndarray:
+        out = real(model, images, first_index)  # type: ignore[arg-type]
+        calls.append((len(images), first_index, out))
+        return out
+
+    monkeypatch.setattr(compute, "bits_per_dim", recorded)
+    at = goto(open_app(monkeypatch, ckpt), "encode")
+    k = 3
+    by_label(at.number_input, "Gallery image").set_value(k).run()
+    encode_value = float(next(m for m in at.metric if m.label == "bits/dim").value)
+    assert any(CONVENTION_SHORT in c.value for c in at.caption)
+    assert any(CONVENTION_SHORT in c.value for c in at.sidebar.caption)
+    histogram = next(out for n, first, out in calls if n > 1 and first == 0)  # the gallery's values
+    goto(at, "how_it_works")
+    how_value = float(next(m for m in at.metric if m.label == "bits/dim of this image").value)
+    water = next(s for s in plotly_specs(at) if s["data"][0]["type"] == "waterfall")["data"][0]
+    model, _ = load_model(ckpt)
+    from app.models import load_gallery
+
+    image = load_gallery(ckpt.with_name("agree.gallery.npz"), 1, 12).images[k : k + 1]
+    direct = float(fixed_noise_bits_per_dim(model, torch.from_numpy(image.copy()), first_index=k)[0])
+    assert encode_value == how_value == pytest.approx(direct, abs=5e-4)
+    assert float(histogram[k]) == pytest.approx(direct, abs=1e-4)
+    assert plotly_array(water["y"])[-1] == pytest.approx(direct, abs=1e-3)
 
 
 def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:

@@ -9,6 +9,7 @@ import torch
 from flow_helpers import nontrivial_model
 
 from nvp_core import FlowConfig, RealNVP, bits_per_dim, bits_per_dim_breakdown, dequantize
+from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown, fixed_noise_dequantize
 
 CFG = FlowConfig(in_channels=1, image_size=8, num_scales=3, mid_channels=4, num_blocks=1)
 
@@ -64,3 +65,34 @@ def test_breakdown_sums_to_bits_per_dim_and_names_every_level() -> None:
     assert [k for k in parts if k.startswith("prior")] == ["prior level 1", "prior level 2", "prior level 3"]
     assert {"logdet logit", "logdet scale 1", "logdet scale 2", "logdet scale 3", "dequantisation"} <= set(parts)
     assert all(v.shape == (4,) for v in parts.values())
+
+
+# --- the one convention every bits/dim shown to a user follows (nvp_core.likelihood.fixed_noise_*) ----------
+def test_fixed_noise_bits_per_dim_gives_the_trainers_test_bits_per_dim() -> None:
+    """Over a test set in order, its mean is train.evaluate.eval_bits_per_dim (blocks of 500, seeds 1000 + i),
+    and image i alone (first_index=i) gets the value it has in the set."""
+    from train.evaluate import eval_bits_per_dim
+
+    model = nontrivial_model(CFG, dtype=torch.float32, strength=0.3).eval()
+    images = _images(1103, seed=7)
+    per_image = fixed_noise_bits_per_dim(model, images)
+    assert per_image.shape == (1103,)
+    assert float(per_image.double().mean()) == pytest.approx(eval_bits_per_dim(model, images), rel=1e-12)
+    for i in (0, 3, 499, 500, 777, 1102):
+        alone = fixed_noise_bits_per_dim(model, images[i : i + 1], first_index=i)
+        torch.testing.assert_close(alone, per_image[i : i + 1], rtol=1e-5, atol=1e-5)
+    x = fixed_noise_dequantize(images[498:503], first_index=498)
+    assert ((x * 256).floor() == images[498:503].float()).all()
+    torch.testing.assert_close(x, fixed_noise_dequantize(images, 0)[498:503], rtol=0, atol=0)
+    parts = fixed_noise_breakdown(model, images[5:7], first_index=5)
+    torch.testing.assert_close(sum(parts.values()), per_image[5:7], rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_noise_bits_per_dim_refuses_other_conventions() -> None:
+    model = nontrivial_model(CFG, dtype=torch.float32, strength=0.3)
+    with pytest.raises(ValueError, match="eval mode"):
+        fixed_noise_bits_per_dim(model.train(), _images())
+    with pytest.raises(ValueError, match="float32"):
+        fixed_noise_bits_per_dim(model.eval().set_compute_dtype(torch.bfloat16), _images())
+    with pytest.raises(ValueError, match="first_index"):
+        fixed_noise_dequantize(_images(), first_index=-1)

@@ -9,7 +9,7 @@ import numpy as np
 import streamlit as st
 
 from app import compute, state, widgets
-from nvp_core.base import standard_normal_logprob
+from nvp_core.likelihood import CONVENTION, CONVENTION_SHORT
 
 ctx = state.current()
 model = ctx.model
@@ -24,11 +24,13 @@ with left:
     picked = widgets.image_input(ctx, "encode", "Image source", default_index=0, preview=False)
 if picked is None:
     st.stop()
-image, desc = picked
-state.set_current_image(ctx, image, desc)
+image, desc, index = picked
+state.set_current_image(ctx, picked)
 
-zs, bpd_arr = compute.encode_with_bpd(model, image[None])
-bpd = float(bpd_arr[0])
+zs = compute.encode(model, image[None])
+# One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show.
+parts = compute.breakdown(model, image, index)
+bpd = float(compute.bits_per_dim(model, image[None], index)[0])
 err, pix_err, rec = compute.reconstruction_error(model, image, zs)
 
 with right:
@@ -52,8 +54,10 @@ with right:
     c2.metric(
         "bits/dim",
         f"{bpd:.3f}",
-        help="−log₂ p(x)/D + 8, with the density p(x) from the change of variables (eq. 3), at the pixel-bin centres.",
+        help=f"{CONVENTION}; the density p from the change of variables (eq. 3). The noise of gallery image #i is "
+        "the one the model card's evaluation used for test image #i; uploads and samples get image #0's.",
     )
+    c2.caption(f"bits/dim: {CONVENTION_SHORT}")
 
 st.subheader("Where this image falls among test images")
 gl = widgets.need_gallery(ctx)
@@ -65,7 +69,9 @@ if gl is not None:
         lo, hi = min(lo, bpd), max(hi, bpd)
     pad = 0.05 * (hi - lo + 1e-6)
     inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
-    widgets.picture(compute.histogram_image(inside, bpd, lo - pad, hi + pad), 600, "bits/dim of test images")
+    widgets.picture(
+        compute.histogram_image(inside, bpd, lo - pad, hi + pad), 600, f"bits/dim of test images ({CONVENTION_SHORT})"
+    )
     pct = float((gl.bpd < bpd).mean() * 100)
     st.caption(
         f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely)"
@@ -98,10 +104,8 @@ for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
             widgets.latent_image(ctx, z[0], lv)
 
 st.subheader("Per-level statistics")
-scale = 1.0 / (model.dim * math.log(2.0))
-parts = {f"prior level {lv}": float(-standard_normal_logprob(z)[0]) * scale for lv, z in enumerate(zs, start=1)}
-parts["rest"] = bpd - sum(parts.values())
 rows = compute.level_table(model, zs, parts)
+priors = sum(v for k, v in parts.items() if k.startswith("prior level"))
 st.dataframe(
     rows,
     hide_index=True,
@@ -110,10 +114,11 @@ st.dataframe(
     },
 )
 st.caption(
-    "prior bits/dim of level l: −log₂ N(z_l; 0, I)/D. The levels' terms add up to "
-    f"{sum(parts.values()) - parts['rest']:.3f}; "
-    f"the log-determinants of the layers and the +8 of the 1/256 bins make up the rest ({parts['rest']:+.3f}) "
-    "of the total (see *How it works*)."
+    "prior bits/dim of level l: −log₂ N(z_l; 0, I)/D, of the latents of the dequantised image (the bits/dim's "
+    "convention; the statistics are of the bin centres' latents shown above). The levels' terms add up to "
+    f"{priors:.3f}; "
+    f"the log-determinants of the layers and the +8 of the 1/256 bins make up the rest ({bpd - priors:+.3f}) "
+    f"of the total {bpd:.3f} (see *How it works*)."
 )
 
 widgets.downloads(

@@ -11,8 +11,8 @@ import torch
 
 from app import compute, state, widgets
 from app.models import metrics_path, model_card_path, read_metrics
-from nvp_core import dequantize
 from nvp_core.base import standard_normal_logprob
+from nvp_core.likelihood import CONVENTION, fixed_noise_dequantize
 from nvp_core.masks import channel_mask, checkerboard_mask
 from nvp_core.squeeze import Squeeze
 
@@ -23,8 +23,9 @@ L = model.num_levels
 st.title("How it works")
 cur = state.current_image(ctx)
 if cur is None:
-    cur = (compute.decode(model, model.sample_latents(1, 0.7, torch.Generator().manual_seed(0)))[0], "a sample")
-image, desc = cur
+    sample = compute.decode(model, model.sample_latents(1, 0.7, torch.Generator().manual_seed(0)))[0]
+    cur = state.Picked(sample, "a sample")
+image, desc, index = cur
 st.caption(f"Everything below uses the current image ({desc}); change it on the Encode page.")
 
 # --- 1. change of variables ----------------------------------------------------------------------
@@ -76,8 +77,8 @@ st.caption(
 
 # --- 3. architecture -----------------------------------------------------------------------------
 st.header("3 · The architecture of this model")
-gen = torch.Generator().manual_seed(0)
-xin = dequantize(torch.from_numpy(image[None]), generator=gen)
+# The dequantised image of the bits/dim's one convention, so the total below is the Encode page's number.
+xin = fixed_noise_dequantize(torch.from_numpy(image[None]), index)
 rows: list[dict[str, object]] = []
 
 
@@ -171,9 +172,11 @@ fig.update_layout(
     xaxis={"tickangle": -60, "tickfont": {"size": 9}},
 )
 st.plotly_chart(fig, key="waterfall")
+bpd = float(compute.bits_per_dim(model, image[None], index)[0])
+st.metric("bits/dim of this image", f"{bpd:.3f}", help=CONVENTION)
 st.caption(
-    "bits/dim = (−log p_Z(z) − Σ log-dets)/(D ln 2) + 8, layer by layer (dequantisation noise with seed 0, as for the "
-    "test bits/dim). Green bars are layers that expand volume (log-det > 0) and so lower the bits; red ones cost bits."
+    f"bits/dim = (−log p_Z(z) − Σ log-dets)/(D ln 2) + 8, layer by layer ({CONVENTION}; the same number as on the "
+    "Encode page). Green bars are layers that expand volume (log-det > 0) and so lower the bits; red ones cost bits."
 )
 c1, c2 = st.columns(2)
 with c1:

@@ -41,7 +41,7 @@ pca, pts = state.pca_projection(ctx.key, levels, gl)
 
 cur = state.current_image(ctx)
 assert cur is not None  # a gallery exists
-cur_img, cur_desc = cur
+cur_img, cur_desc, _ = cur
 zc = compute.encode(model, cur_img[None])
 feat = state.flat_latents([z.numpy() for z in zc], levels)
 star = pca.transform(feat)[0]
