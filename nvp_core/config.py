@@ -48,6 +48,8 @@ class FlowConfig:
         need(self.num_blocks >= 1, f"num_blocks must be >= 1, got {self.num_blocks}")
         need(self.width_growth >= 1, f"width_growth must be >= 1, got {self.width_growth}")
         need(0.0 <= self.logit_alpha < 0.5, f"logit_alpha must be in [0, 0.5), got {self.logit_alpha}")
+        need(0.0 < self.bn_momentum <= 1.0, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        need(self.bn_eps > 0.0, f"bn_eps must be > 0, got {self.bn_eps}")
         need(self.final_couplings >= 1, f"final_couplings must be >= 1, got {self.final_couplings}")
         factor = 2 ** (self.num_scales - 1)
         need(

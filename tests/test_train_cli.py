@@ -75,3 +75,65 @@ def _has_torchvision() -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_every_model_field_has_a_flag_and_reaches_the_model():
+    from dataclasses import fields
+
+    from nvp_core import FlowConfig
+    from train.config import DATA_SHAPED, model_fields
+
+    assert set(model_fields()) | set(DATA_SHAPED) == {f.name for f in fields(FlowConfig)}
+    argv = ["--num-scales", "2", "--num-blocks", "2", "--mid-channels", "8", "--max-mid-channels", "12",
+            "--width-growth", "3", "--final-couplings", "2", "--logit-alpha", "0.01", "--bn-momentum", "0.2",
+            "--bn-eps", "1e-3"]  # fmt: skip
+    help_text = build_parser().format_help()
+    for name in model_fields():
+        assert "--" + name.replace("_", "-") in help_text
+    cfg, _, _ = parse(argv)
+    flow = cfg.flow_config(1, 28)
+    assert (flow.num_scales, flow.num_blocks, flow.mid_channels, flow.max_mid_channels) == (2, 2, 8, 12)
+    assert (flow.width_growth, flow.final_couplings, flow.logit_alpha) == (3, 2, 0.01)
+    assert (flow.bn_momentum, flow.bn_eps) == (0.2, 1e-3)
+
+
+def test_model_defaults_are_flowconfigs():
+    from nvp_core import FlowConfig
+    from train.config import TrainConfig, model_fields
+
+    cfg, flow = TrainConfig(), FlowConfig()
+    assert all(getattr(cfg, name) == getattr(flow, name) for name in model_fields())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bn-momentum", "0"], "bn_momentum must be in (0, 1]"),
+        (["--bn-eps", "-1"], "bn_eps must be > 0"),
+        (["--logit-alpha", "0.5"], "logit_alpha must be in [0, 0.5)"),
+        (["--final-couplings", "0"], "final_couplings must be >= 1"),
+        (["--width-growth", "0"], "width_growth must be >= 1"),
+        (["--logit-alpha", "x"], "invalid float value: 'x'"),
+    ],
+)
+def test_bad_model_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):
+    assert _exit_code(main, [*argv, "--dataset", "digits", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "FlowConfig" not in err
+
+
+def test_runs_saved_before_a_setting_existed_still_resume():
+    from train.config import TrainConfig
+    from train.loop import same_recipe
+
+    now = TrainConfig().to_dict()
+    old = {k: v for k, v in now.items() if k not in ("logit_alpha", "bn_momentum", "final_couplings")}
+    assert same_recipe(old, now)
+    assert not same_recipe(old, {**now, "bn_momentum": 0.1})
+
+
+def _exit_code(fn, argv):
+    try:
+        return fn(argv)
+    except SystemExit as e:
+        return e.code

@@ -27,6 +27,7 @@ last.state.safetensors + last.state.json (for --resume).
 # Flags that map one-to-one onto TrainConfig fields (dest -> field); None means "not given".
 _FIELDS = (
     "dataset", "image_size", "channels", "num_scales", "num_blocks", "mid_channels", "max_mid_channels",
+    "width_growth", "logit_alpha", "bn_momentum", "bn_eps", "final_couplings",
     "batch_size", "lr", "l2", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio", "epochs", "max_steps",
     "max_minutes", "flip", "test_fraction", "eval_limit", "bn_recalibration_batches", "log_every", "seed",
     "precision", "half_checkpoint",
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mid-channels", "--features", type=int, help="features of the s,t ResNets at the first scale "
                    "(doubled after each squeeze)")  # fmt: skip
     g.add_argument("--max-mid-channels", type=int, help="cap on the features (keeps deep models small)")
+    g.add_argument("--width-growth", type=int, help="factor on the features after each squeeze (paper: 2)")
+    g.add_argument("--final-couplings", type=int, help="checkerboard couplings at the last scale (paper: 4)")
+    g.add_argument("--logit-alpha", type=float, help="alpha of the logit preprocessing p = alpha + (1-2 alpha) x "
+                   "(paper: 0.05)")  # fmt: skip
+    g.add_argument("--bn-momentum", type=float, help="momentum of the flow's batch-norm running averages "
+                   "(default 0.05)")  # fmt: skip
+    g.add_argument("--bn-eps", type=float, help="epsilon added to the variance in the flow's batch norms")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, help="passes over the training set (0 = no epoch limit)")
@@ -78,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-lr-ratio", type=float, help="final learning rate of the cosine, as a fraction of --lr")
     g.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dequantisation noise")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="s,t ResNets in bf16 autocast or float32; "
-                   "auto = bf16 on CUDA and AMX CPUs, else fp32. Evaluation is always float32")  # fmt: skip
+                   "auto = measured per machine and model, cached (or $NVP_FASTPATH); eval is float32")  # fmt: skip
 
     g = p.add_argument_group("run")
     g.add_argument("--out", type=Path, help="run folder (default runs/<preset or dataset>)")

@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 
 from nvp_core import FlowConfig
+
+
+def _model_default(name: str) -> Any:
+    """The default of a :class:`FlowConfig` field: the model's defaults are written once, in nvp_core."""
+    default = FlowConfig.__dataclass_fields__[name].default
+    assert default is not MISSING
+    return default
+
+
+#: FlowConfig fields that the training config sets from the dataset, not from a flag of their own.
+DATA_SHAPED = {"in_channels": "channels", "image_size": "image_size"}
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run depends on (the run folder and device aside).
 
-    Model size: ``num_scales``, ``num_blocks``, ``mid_channels``, ``max_mid_channels`` (see
-    :class:`nvp_core.FlowConfig`). ``channels``/``image_size`` of ``0`` mean "the dataset's own".
+    Model: every :class:`nvp_core.FlowConfig` field (``num_scales`` .. ``final_couplings``) under the same
+    name, with FlowConfig's defaults; ``channels``/``image_size`` of ``0`` mean "the dataset's own".
     Budgets: training stops at whichever of ``epochs``, ``max_steps`` or ``max_minutes`` comes first
     (``0`` = no limit of that kind; at least one must be set).
     """
@@ -22,11 +33,16 @@ class TrainConfig:
     dataset: str = "fashion-mnist"
     image_size: int = 0
     channels: int = 0
-    # model
-    num_scales: int = 3
-    num_blocks: int = 4
-    mid_channels: int = 64
-    max_mid_channels: int | None = None
+    # model: FlowConfig's fields and defaults (see model_fields(); a test keeps the two in step)
+    num_scales: int = _model_default("num_scales")
+    num_blocks: int = _model_default("num_blocks")
+    mid_channels: int = _model_default("mid_channels")
+    max_mid_channels: int | None = _model_default("max_mid_channels")
+    width_growth: int = _model_default("width_growth")
+    logit_alpha: float = _model_default("logit_alpha")
+    bn_momentum: float = _model_default("bn_momentum")
+    bn_eps: float = _model_default("bn_eps")
+    final_couplings: int = _model_default("final_couplings")
     # optimisation (paper, sec. 4.1)
     batch_size: int = 64
     lr: float = 1e-3
@@ -83,14 +99,11 @@ class TrainConfig:
 
     def flow_config(self, channels: int, image_size: int) -> FlowConfig:
         """The model for images ``[B, channels, image_size, image_size]`` (raises ValueError if it does not fit)."""
-        return FlowConfig(
-            in_channels=channels,
-            image_size=image_size,
-            num_scales=self.num_scales,
-            mid_channels=self.mid_channels,
-            num_blocks=self.num_blocks,
-            max_mid_channels=self.max_mid_channels,
-        )
+        model = {name: getattr(self, name) for name in model_fields()}
+        try:
+            return FlowConfig(in_channels=channels, image_size=image_size, **model)
+        except ValueError as e:  # name the flag, not the dataclass
+            raise ValueError(str(e).replace("FlowConfig: ", "model: ")) from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -113,6 +126,11 @@ class TrainConfig:
 
     def with_updates(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
+
+
+def model_fields() -> list[str]:
+    """The FlowConfig fields a training run sets by flag (all but the data-shaped ones)."""
+    return [f.name for f in fields(FlowConfig) if f.name not in DATA_SHAPED]
 
 
 # Presets as data: a name -> the fields it sets. Flags given on the command line override them.

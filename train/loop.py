@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -48,20 +48,19 @@ class RunOptions:
     stop_after: int = 0  # stop this invocation after that many steps, leaving a resume state
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast for the s,t ResNets where it is fast (CUDA, or a CPU with AMX); float32 otherwise.
-    On a CPU without AMX (AVX2 only) bf16 convolutions are ~10x slower than float32, measured."""
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp32":
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return torch.bfloat16 if "amx_bf16" in flags else None
+def resolve_precision(
+    precision: str, device: torch.device, model: RealNVP | None = None, batch: int = 64
+) -> torch.dtype | None:
+    """The s,t ResNets' compute dtype for training (``None``: float32), decided by
+    :func:`nvp_core.fastpath.choose`: ``fp32``/``bf16`` restrict the dtype, ``auto`` lets the measurement on
+    this machine and this model's shapes decide (cached per machine; ``$NVP_FASTPATH`` overrides it). With
+    ``model``, the whole choice (dtype and memory layout) is applied to it."""
+    from nvp_core.fastpath import configure
+
+    if model is None:  # nothing to measure on: the caller's dtype, or float32
+        return torch.bfloat16 if precision == "bf16" else None
+    choice = configure(model, device, mode="train", batch=batch, precision=precision)
+    return choice.path.dtype
 
 
 def build_optimizer(model: RealNVP, cfg: TrainConfig) -> torch.optim.Adam:
@@ -109,8 +108,11 @@ _RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "eval_limit", "log_e
 
 
 def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether a saved run's settings match the current ones (budgets aside). A setting that did not exist
+    when the run was saved counts as its default, so runs saved by an older trainer stay resumable."""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     keys = (set(saved) | set(now)) - _RESUMABLE_CHANGES
-    return all(saved.get(k) == now.get(k) for k in keys)
+    return all(saved.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in keys)
 
 
 def synced_elapsed(di: DistInfo, seconds: float) -> float:
@@ -169,7 +171,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
 
     # --- model and optimiser ------------------------------------------------------------------
     model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
-    compute_dtype = resolve_precision(cfg.precision, device)
+    compute_dtype = resolve_precision(cfg.precision, device, model, local_batch)  # and the layout
     model.set_compute_dtype(compute_dtype)
     optimizer = build_optimizer(model, cfg)
     net: torch.nn.Module = model
