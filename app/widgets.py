@@ -236,14 +236,15 @@ def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:
 
 
 def memo(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T:
-    """The result of ``fn`` for ``key`` (which must identify the computation on this model): the session's
-    last result when ``key`` is unchanged (a slider that only browses results never calls the model), else a
-    result another session already computed (``state.shared_result``), else ``fn()``."""
-    slot = st.session_state.get(f"_memo:{name}")
-    if slot is not None and slot[0] == key:
+    """The result of ``fn`` for ``key`` on this model: the session's last result when the model and ``key``
+    are unchanged (a slider that only browses results never calls the model), else a result another session
+    already computed (``state.shared_result``), else ``fn()``. The model's identity is part of the slot's key
+    here, so no page can forget it: two models that share a gallery give equal ``key``s for different results."""
+    slot = st.session_state.get(f"_memo:{name}")  # (key, value, model key)
+    if slot is not None and slot[0] == key and slot[2] == ctx.key:
         return slot[1]
     value = state.shared_result(ctx, name, key, fn)
-    st.session_state[f"_memo:{name}"] = (key, value)
+    st.session_state[f"_memo:{name}"] = (key, value, ctx.key)
     return value
 
 

@@ -296,6 +296,36 @@ def test_encode_how_it_works_and_histogram_show_one_bits_per_dim(
     assert plotly_array(water["y"])[-1] == pytest.approx(direct, abs=1e-3)
 
 
+def test_switching_between_models_that_share_a_gallery_shows_the_new_models_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Two runs on one dataset share a gallery, so every page's settings (image digests, weights, seeds) are
+    equal on both; after switching models the page must show model B's frames, not the memoised ones of A."""
+    import shutil
+
+    from app import compute
+    from app.models import load_gallery
+    from nvp_core.latent import interpolate
+
+    a = make_fixture_model(tmp_path, "run_a", 1, 12, 2, seed=0)
+    b = make_fixture_model(tmp_path, "run_b", 1, 12, 2, seed=1)
+    shutil.copy(tmp_path / "run_a.gallery.npz", tmp_path / "run_b.gallery.npz")
+    at = goto(open_app(monkeypatch, a), "interpolate")
+    frames_a = at.session_state["_memo:interp"][1][1]
+    by_label(at.selectbox, "Model").set_value(str(b)).run()
+    assert not problems(at), problems(at)
+    frames_b = at.session_state["_memo:interp"][1][1]
+    model_b, _ = load_model(b)
+    model_b.set_channels_last(True)  # as the app runs it
+    images = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).images
+    labels = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).labels
+    ib = int(np.flatnonzero(labels != labels[0])[0])  # the page's default image B: another class
+    za, zb = compute.encode(model_b, images[[0]]), compute.encode(model_b, images[[ib]])
+    want = compute.decode(model_b, interpolate(za, zb, 9, method="linear", level_weights=[1.0, 1.0]))
+    assert not np.array_equal(frames_a, want), "the two fixture models must decode differently"
+    np.testing.assert_array_equal(frames_b, want)
+
+
 def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
     """Streamlit forgets the widgets of a page that is not drawn; the app keeps them, so coming back shows the
     same settings and results, and no widget that cannot be set (buttons, uploads, downloads) is touched."""

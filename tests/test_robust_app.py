@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 from app.widgets import IMAGE_TYPES
 from nvp_core import RealNVP, load_model
 from nvp_core.latent import interpolate
+from nvp_core.likelihood import fixed_noise_bits_per_dim
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp",
         ".bmp": "image/bmp", ".tif": "image/tiff"}  # fmt: skip
@@ -145,7 +146,7 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
     assert before[0] == _fingerprint(fresh)[0]
 
     def expect_samples(at: AppTest, seed: int, n: int, temps: list[float]) -> None:
-        key, (frames, _) = at.session_state["_memo:sample"]
+        key, (frames, _), _ = at.session_state["_memo:sample"]  # (key, value, model key)
         assert key[:3] == (seed, n, tuple(temps)), key
         zs = fresh.sample_latents(n * n, temps, generator=torch.Generator().manual_seed(seed))
         with torch.inference_mode():
@@ -157,12 +158,13 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
         x = (torch.from_numpy(g["images"][index : index + 1]).float() + 0.5) / 256
         with torch.inference_mode():
             zs, _ = fresh(x)
-            bpd = float(fresh.bits_per_dim_of(fresh.log_prob(x))[0])
+        images = torch.from_numpy(g["images"][index : index + 1])  # bits/dim: nvp_core's one convention
+        bpd = float(fixed_noise_bits_per_dim(fresh, images, first_index=index)[0])
         assert next(m.value for m in at.metric if m.label == "bits/dim") == f"{bpd:.3f}"
         np.testing.assert_allclose(drawn[-fresh.num_levels], zs[0][0].numpy(), atol=1e-4)
 
     def expect_path(at: AppTest, ia: int, ib: int, steps: int, method: str, weights: list[float]) -> None:
-        key, value = at.session_state["_memo:interp"]
+        key, value, _ = at.session_state["_memo:interp"]
         frames = value[1] if isinstance(value, tuple) else value  # (latent path, frames) or frames
         assert key[1:] == (method, steps, tuple(weights)), key
         g = np.load(models / "grey12.gallery.npz")

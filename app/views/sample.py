@@ -44,7 +44,7 @@ def sample_view() -> None:
         zs = model.sample_latents(n * n, temps, generator=torch.Generator().manual_seed(int(seed)))
         return compute.decode(model, zs), zs
 
-    frames, zs = widgets.memo(ctx, "sample", (int(seed), n, tuple(temps), ctx.key), run)
+    frames, zs = widgets.memo(ctx, "sample", (int(seed), n, tuple(temps)), run)
     mosaic = widgets.strip(
         frames,
         f"{n * n} samples, seed {int(seed)}, T = {', '.join(f'{t:g}' for t in temps)}",
