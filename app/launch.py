@@ -78,10 +78,17 @@ def serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Launches the app and returns Streamlit's exit code."""
+    """Launches the app. On POSIX this process becomes the Streamlit server (``exec``), so a SIGTERM or SIGINT
+    sent to ``nvp-app`` (a service manager, ``kill``, Ctrl-C) reaches the server itself: a wrapper process
+    that died alone would leave the server running and answering. Elsewhere, returns Streamlit's exit code."""
     args = sys.argv[1:] if argv is None else argv
+    cmd = command(args)
+    if os.name == "posix":
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(cmd[0], cmd, environment())
     try:
-        return subprocess.call(command(args), env=environment())
+        return subprocess.call(cmd, env=environment())
     except KeyboardInterrupt:
         return 130
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +233,47 @@ def test_metrics_file_of_fixture_has_curves(ckpt: Path) -> None:
     rows = read_metrics(metrics_path(ckpt))
     assert [r["step"] for r in rows] == [10.0, 20.0, 30.0]
     assert json.loads(metrics_path(ckpt).read_text().splitlines()[0])["test_bpd"] == rows[0]["test_bpd"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_nvp_app_stops_the_server(tmp_path: Path, sig: signal.Signals) -> None:
+    """A signal to ``nvp-app`` (here ``python -m app.launch``, what the console script runs) stops the Streamlit
+    server: nothing keeps answering on its port afterwards."""
+    if os.name != "posix":
+        pytest.skip("signals to a process are a POSIX matter")
+    make_fixture_model(tmp_path, "tiny", 1, 8, 2)
+    port = launch.free_port()
+    args = ["--server.headless", "true", "--server.port", str(port), "--server.address", "127.0.0.1",
+            "--server.fileWatcherType", "none"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.launch", *args],
+        cwd=launch.ROOT,
+        env=launch.environment({"NVP_MODELS_DIR": str(tmp_path)}),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group, so that cleanup can reach a server left behind
+    )
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 180
+        while not answers():
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while answers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not answers(), f"the server still answers after {sig.name} to nvp-app"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
