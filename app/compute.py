@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -109,6 +110,25 @@ def keep_fractions(model: RealNVP) -> list[tuple[int, float]]:
     """``(keep_from, fraction of dimensions kept)`` for keep_from = 1 .. L+1 (appendix D columns)."""
     dims = [math.prod(s) for s in model.latent_shapes]
     return [(k, sum(dims[k - 1 :]) / model.dim) for k in range(1, model.num_levels + 2)]
+
+
+_MD_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def markdown_with_images(text: str) -> list[str | tuple[str, str]]:
+    """Splits Markdown into text chunks and ``(alt text, target)`` for each image reference ``![alt](target)``.
+    The page shows a model card's local images itself: a relative link would make the browser ask the app's
+    server for a file it does not serve."""
+    out: list[str | tuple[str, str]] = []
+    pos = 0
+    for m in _MD_IMAGE.finditer(text):
+        if text[pos : m.start()].strip():
+            out.append(text[pos : m.start()])
+        out.append((m.group(1), m.group(2)))
+        pos = m.end()
+    if text[pos:].strip():
+        out.append(text[pos:])
+    return out
 
 
 # --- pictures and downloads ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -225,6 +226,29 @@ def downloads(items: Sequence[tuple[str, Callable[[], bytes], str, str]], key: s
     cols = st.columns(len(items))
     for col, (label, make, name, mime) in zip(cols, items, strict=True):
         col.download_button(label, make, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
+
+
+def markdown_file(path: Path) -> None:
+    """Shows a Markdown file (a model card) without HTML; its images that are files in the same folder are
+    shown as pictures (PNG, pixel for pixel), other image links are named but not fetched."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    for part in compute.markdown_with_images(text):
+        if isinstance(part, str):
+            st.markdown(part)
+            continue
+        alt, target = part
+        local = (path.parent / target).resolve()
+        if "://" in target or local.parent != path.parent.resolve() or not local.is_file():
+            st.caption(f"(image not shown: {alt or target})")
+            continue
+        try:
+            img = load_image(local.read_bytes())
+        except ImageError as e:
+            st.caption(f"(image {target} not shown: {e})")
+            continue
+        arr = np.asarray(img)
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        picture(np.ascontiguousarray(arr), arr.shape[2], alt or target)
 
 
 def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:

@@ -326,6 +326,29 @@ def test_switching_between_models_that_share_a_gallery_shows_the_new_models_resu
     np.testing.assert_array_equal(frames_b, want)
 
 
+def test_model_card_images_are_shown_by_the_page_not_linked(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A model card's ``![](samples.png)`` would make the browser ask the app's server for a file it does not
+    serve (a broken image); the page shows the local file as a picture and fetches nothing remote."""
+    from app import compute
+
+    ckpt = make_fixture_model(tmp_path, "card", 1, 8, 2)
+    grid = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    (tmp_path / "card.samples.png").write_bytes(png_bytes(grid))
+    (tmp_path / "README.md").write_text(
+        "# card\n\n![card samples](card.samples.png)\n\ntext ![remote](https://example.com/x.png) "
+        "![outside](../secret.png)\n"
+    )
+    shown: list[np.ndarray] = []
+    real = compute.png_bytes
+    monkeypatch.setattr(compute, "png_bytes", lambda image, *a, **k: shown.append(image) or real(image, *a, **k))
+    at = goto(open_app(monkeypatch, ckpt), "how_it_works")
+    assert not any("![" in m.value for m in at.markdown)
+    assert "card samples" in image_urls(at)
+    assert any(np.array_equal(im, grid.transpose(2, 0, 1)) for im in shown), "the card's picture, pixel for pixel"
+    captions = [c.value for c in at.caption]
+    assert "(image not shown: remote)" in captions and "(image not shown: outside)" in captions
+
+
 def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
     """Streamlit forgets the widgets of a page that is not drawn; the app keeps them, so coming back shows the
     same settings and results, and no widget that cannot be set (buttons, uploads, downloads) is touched."""

@@ -246,4 +246,4 @@ with st.expander("Checkpoint metadata"):
 card = model_card_path(ctx.path)
 if card is not None:
     with st.expander("Model card (README.md)", expanded=False):
-        st.markdown(card.read_text(encoding="utf-8", errors="replace"))
+        widgets.markdown_file(card)
