@@ -1,0 +1,159 @@
+"""Quality per CPU-minute: several training recipes, each trained by the real trainer (``python -m train``) for the
+same wall-clock budget, side by side, then compared by test bits/dim.
+
+    python -m bench.sweep --minutes 20 --parallel 2 --threads 1            # the built-in Fashion-MNIST recipes
+    python -m bench.sweep --minutes 10 --recipes preset,wide,wide-lr2e-3
+    python -m bench.sweep --minutes 5 --recipe 'mine=--num-blocks 3 --mid-channels 24' --recipes preset,mine
+
+Recipes run ``--parallel`` at a time with ``--threads`` torch threads each, so that a busy machine slows them
+alike (run them all at once where the cores allow: with 2 cores, ``--parallel 2 --threads 1``). Each run anneals
+its cosine schedule to the budget, exactly as a real run with ``--max-minutes`` does, so the table answers "which
+recipe is best for a budget of N minutes" — a larger model may win only at larger budgets; sweep at two budgets
+to see the trend. Bits/dim are the trainer's own evaluation (``train.evaluate.eval_bits_per_dim``: fixed-seed
+uniform dequantisation, eval mode, float32) on ``--eval-limit`` test images (0 = all).
+Results: ``bench/results/sweep-<UTC time>.json`` and the run folders under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import load_now, machine_info, table, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Built-in recipes for Fashion-MNIST: the trainer's flags on top of ``--dataset fashion-mnist``. Every one keeps
+#: the paper's model (affine couplings, masks, multi-scale, batch norm); only sizes and optimisation change.
+RECIPES: dict[str, str] = {
+    "preset": "--preset fashion-mnist",  # the former shipped recipe: 1 block, 16 features (cap 64), batch 32
+    "wide": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
+    "deep": "--num-blocks 4 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
+    "wide-b32": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 32",
+    "wide-lr2e-3": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --lr 2e-3",
+    "wide-flip": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --flip",
+    "wide-bnm0.01": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --bn-momentum 0.01",
+    "wide-2scales": "--num-scales 2 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
+}
+DEFAULT = "preset,wide,deep,wide-lr2e-3"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=20.0, help="wall-clock training budget per recipe")
+    p.add_argument("--recipes", default=DEFAULT, help=f"comma list of {', '.join(RECIPES)} or --recipe names")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME=FLAGS", help="an extra recipe")
+    p.add_argument("--parallel", type=int, default=2, help="recipes trained at the same time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per recipe")
+    p.add_argument("--eval-limit", type=int, default=0, help="test images per evaluation (0 = all 10,000)")
+    p.add_argument("--dataset", default="fashion-mnist", help="the trainer's --dataset")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local" / "sweep", help="run folders")
+    args = p.parse_args(argv)
+    if args.minutes <= 0 or args.parallel < 1 or args.threads < 1 or args.eval_limit < 0:
+        p.error("--minutes must be > 0, --parallel and --threads >= 1, --eval-limit >= 0")
+    recipes = dict(RECIPES)
+    for item in args.recipe:
+        name, sep, flags = item.partition("=")
+        if not sep or not name.strip():
+            p.error(f"--recipe takes NAME=FLAGS, got {item!r}")
+        recipes[name.strip()] = flags
+    chosen = [r.strip() for r in args.recipes.split(",") if r.strip()]
+    unknown = [r for r in chosen if r not in recipes]
+    if unknown or not chosen:
+        p.error(f"unknown recipe(s) {unknown}; known: {', '.join(recipes)}")
+    args.chosen = {name: recipes[name] for name in chosen}
+    return args
+
+
+def _command(flags: str, out: Path, args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable, "-m", "train", "--dataset", args.dataset, *shlex.split(flags), "--epochs", "0",
+        "--max-minutes", str(args.minutes), "--threads", str(args.threads), "--eval-limit", str(args.eval_limit),
+        "--bn-recalibration", "0", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+
+
+def summarize(run: Path) -> dict[str, Any]:
+    """The final and best test bits/dim, steps, epochs and speed of a finished run folder."""
+    records = []
+    for line in (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    evals = [r for r in records if r.get("test_bpd") is not None]
+    if not evals:
+        return {"final_bpd": None, "best_bpd": None, "steps": None, "epochs": None}
+    last = evals[-1]
+    params = None
+    for line in (run / "log.txt").read_text().splitlines():
+        if " parameters," in line:
+            params = int(line.split(" parameters,")[0].rsplit(" ", 1)[-1])
+            break
+    return {
+        "params_M": round(params / 1e6, 2) if params else None,
+        "steps": last["step"],
+        "epochs": last["epoch"],
+        "images_per_s": round(sum(r["images_per_s"] for r in evals) / len(evals), 1),
+        "final_bpd": f"{last['test_bpd']:.4f}",  # text: the table's general format keeps only 3 digits
+        "best_bpd": f"{min(r['test_bpd'] for r in evals):.4f}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = args.out / stamp
+    info = machine_info()
+    isa = " ".join(f for f in info["cpu_isa_flags"] if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
+    print(f"{info['cpu']} ({isa}) | {args.parallel} at a time x {args.threads} thread(s) | {args.minutes} min each")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    pending = list(args.chosen.items())
+    running: list[tuple[str, subprocess.Popen[bytes], Path]] = []
+    failed: dict[str, int] = {}
+    load_samples: list[float] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name, flags = pending.pop(0)
+            out = base / name
+            out.mkdir(parents=True)
+            log = open(out / "stdout.txt", "wb")  # noqa: SIM115 - closed when the process ends
+            proc = subprocess.Popen(_command(flags, out, args), cwd=ROOT, env=env, stdout=log, stderr=log)
+            running.append((name, proc, out))
+        time.sleep(5)
+        load_samples.append(load_now())
+        for item in list(running):
+            name, proc, _ = item
+            if proc.poll() is not None:
+                running.remove(item)
+                if proc.returncode:
+                    failed[name] = proc.returncode
+    rows = []
+    for name, flags in args.chosen.items():
+        row = {"recipe": name, **summarize(base / name), "flags": flags}
+        if name in failed:
+            row["flags"] += f"  (exit {failed[name]}: see {base / name / 'stdout.txt'})"
+        rows.append(row)
+    cols = ["recipe", "params_M", "steps", "epochs", "images_per_s", "final_bpd", "best_bpd", "flags"]
+    print(table(rows, cols))
+    mean_load = round(sum(load_samples) / max(1, len(load_samples)), 2)
+    print(f"load average during the sweep: mean {mean_load}")
+    path = write_results(
+        "sweep",
+        {"machine": info, "minutes": args.minutes, "parallel": args.parallel, "threads": args.threads,
+         "eval_limit": args.eval_limit, "dataset": args.dataset, "mean_load": mean_load, "rows": rows,
+         "runs": str(base)},
+    )  # fmt: skip
+    print(f"results: {path}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
