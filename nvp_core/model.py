@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,17 @@ def _build_scale(cfg: FlowConfig, c: int, size: int, index: int, final: bool) ->
             layers += _coupling_with_bn(coupling, 4 * c, cfg)
         layers.append(CheckerboardOrder(4 * c))
     return Sequential(layers)
+
+
+class LayerRow(NamedTuple):
+    """One row of :meth:`RealNVP.trace_layers`: a layer as it acted on an input."""
+
+    scale: int  # 0: the logit preprocessing; 1..S: the scale the layer belongs to
+    layer: str  # the layer's description
+    input: tuple[int, ...]  # shape without the batch
+    output: tuple[int, ...]
+    parameters: int
+    logdet: Tensor  # [B] (0 for the squeeze and for factoring out a latent level)
 
 
 class RealNVP(nn.Module):
@@ -121,6 +133,32 @@ class RealNVP(nn.Module):
         """Latents and the log-det of every layer in order, as ``(name, logdet[B])`` (for teaching)."""
         zs, _, parts = self._encode(x, trace=True)
         return zs, parts
+
+    def trace_layers(self, x: Tensor) -> tuple[list[Tensor], list[LayerRow]]:
+        """Latents and one :class:`LayerRow` per layer, in the order the layers act (the logit preprocessing,
+        then each scale's couplings, batch norms and squeeze, then factoring out half of the dimensions as a
+        latent level), for teaching: a page displays these rows rather than walking the layers itself. The
+        rows' log-dets sum to the log-det of :meth:`forward`."""
+        self._check_input(x)
+        h, ld = self.preprocess(x)
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        pre = self.preprocess
+        rows = [LayerRow(0, pre.describe(), tuple(x.shape[1:]), tuple(h.shape[1:]), count(pre), ld)]
+        zs: list[Tensor] = []
+        for i, scale in enumerate(self.scales):
+            for layer in scale.layers:
+                before = tuple(h.shape[1:])
+                h, ld = layer(h)
+                name = layer.describe() if hasattr(layer, "describe") else type(layer).__name__
+                rows.append(LayerRow(i + 1, name, before, tuple(h.shape[1:]), count(layer), ld))
+            if i < len(self.scales) - 1:
+                before = tuple(h.shape[1:])
+                h, z = h.chunk(2, dim=1)
+                zs.append(z)
+                zero = h.new_zeros(h.shape[0])
+                rows.append(LayerRow(i + 1, f"factor out → latent level {i + 1}", before, tuple(z.shape[1:]), 0, zero))
+        zs.append(h)
+        return zs, rows
 
     def inverse(self, zs: Sequence[Tensor]) -> Tensor:
         """Latents (list of L tensors ``[B, *latent_shapes[l]]``) → images ``[B, C, H, W]`` in [0, 1].

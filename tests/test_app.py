@@ -240,7 +240,7 @@ def test_attribute_direction_from_your_own_sets(monkeypatch: pytest.MonkeyPatch,
 def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
     """The waterfall ends at nvp_core's bits/dim (its one convention) and the by-level bars are its prior terms."""
     from app.models import load_gallery
-    from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown
+    from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown, fixed_noise_dequantize
 
     ckpt = fixture_dir / "rgb16.safetensors"
     at = goto(open_app(monkeypatch, ckpt), "how_it_works")
@@ -255,7 +255,14 @@ def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fi
     bars = next(s for s in specs if s["data"][0]["type"] == "bar")["data"][0]
     expected = [float(parts[f"prior level {lv}"][0]) for lv in range(1, model.num_levels + 1)]
     np.testing.assert_allclose(plotly_array(bars["y"]), expected, rtol=1e-4)
-    assert any("matches model.trace" in c.value for c in at.caption)
+    # The architecture table is nvp_core's RealNVP.trace_layers, displayed (the page walks no layers itself).
+    table = next(d.value for d in at.dataframe if "log-det (nats)" in d.value.columns)
+    with torch.inference_mode():
+        _, rows = model.trace_layers(fixed_noise_dequantize(image))
+    assert list(table["layer"]) == [r.layer for r in rows]
+    assert list(table["parameters"]) == [r.parameters for r in rows]
+    np.testing.assert_allclose(table["log-det (nats)"], [float(r.logdet[0]) for r in rows], rtol=1e-4, atol=1e-4)
+    assert not any("✓" in c.value for c in at.caption)
 
 
 def test_encode_how_it_works_and_histogram_show_one_bits_per_dim(

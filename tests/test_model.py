@@ -187,3 +187,27 @@ def test_feature_width_grows_after_each_squeeze() -> None:
     widths = [m.net.inp.v.shape[0] for m in model.modules() if hasattr(m, "net")]
     # scale 1: 3 x 4 (checkerboard), 3 x 8 (channel); scale 2: 3 x 8, 3 x 12 (capped); final: 4 x 12.
     assert widths == [4] * 3 + [8] * 3 + [8] * 3 + [12] * 3 + [12] * 4
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_trace_layers_rows_add_up_to_the_model(name: str) -> None:
+    """The rows a teaching page displays: every layer in order, shapes that chain, the parameters of the whole
+    model, log-dets that sum to forward's, and the same latents."""
+    model = nontrivial_model(SMALL[name])
+    cfg = SMALL[name]
+    x = torch.rand(3, cfg.in_channels, cfg.image_size, cfg.image_size, dtype=torch.float64)
+    zs, rows = model.trace_layers(x)
+    zs_ref, logdet = model(x)
+    for a, b in zip(zs, zs_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(sum(r.logdet for r in rows), logdet, rtol=1e-10, atol=1e-8)
+    assert sum(r.parameters for r in rows) == sum(p.numel() for p in model.parameters())
+    assert rows[0].scale == 0 and rows[0].input == (cfg.in_channels, cfg.image_size, cfg.image_size)
+    for prev, row in zip(rows, rows[1:], strict=False):
+        if prev.layer.startswith("factor out"):
+            c, h, w = prev.input
+            assert prev.output == (c // 2, h, w) and row.input == (c - c // 2, h, w)
+        else:
+            assert row.input == prev.output, (prev, row)
+    assert [r.layer for r in rows].count("factor out → latent level 1") == (model.num_levels > 1)
+    assert all(r.logdet.shape == (3,) for r in rows)
