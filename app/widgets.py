@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -249,6 +250,36 @@ def markdown_file(path: Path) -> None:
         arr = np.asarray(img)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         picture(np.ascontiguousarray(arr), arr.shape[2], alt or target)
+
+
+def result_downloads(
+    ctx: Ctx,
+    what: str,
+    picture: np.ndarray,
+    latents: Sequence[Tensor] | Callable[[], Sequence[Tensor]],
+    label: str = "Grid",
+    gif: np.ndarray | None = None,
+    min_side: int = 0,
+    npz_name: str = "",
+    **arrays: np.ndarray,
+) -> None:
+    """The downloads under a result: the picture as PNG (enlarged ×4 with nearest-neighbour unless ``min_side``
+    is given), optionally the frames ``gif`` as a looping GIF, and the latents (a list per level, or a function
+    that makes them when the button is clicked) with ``arrays`` as ``.npz``. Files are named
+    ``<model>_<what>.png`` / ``.gif`` and ``<model>_<npz_name or what>.npz``."""
+    stem = f"{ctx.name}_{what}"
+    side = min_side or 4 * picture.shape[1]
+    items: list[tuple[str, Callable[[], bytes], str, str]] = [
+        (f"{label} (PNG)", partial(compute.png_bytes, picture, side), f"{stem}.png", "image/png")
+    ]
+    if gif is not None:
+        items.append(("Animation (GIF)", partial(compute.gif_bytes, gif), f"{stem}.gif", "image/gif"))
+
+    def npz() -> bytes:
+        return compute.npz_bytes(latents() if callable(latents) else latents, **arrays)
+
+    items.append(("Latents (.npz)", npz, f"{ctx.name}_{npz_name or what}.npz", "application/octet-stream"))
+    downloads(items, key=ctx.k(f"{what}_dl"))
 
 
 def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:

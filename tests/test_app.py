@@ -356,6 +356,43 @@ def test_model_card_images_are_shown_by_the_page_not_linked(monkeypatch: pytest.
     assert "(image not shown: remote)" in captions and "(image not shown: outside)" in captions
 
 
+def test_every_result_offers_png_and_npz_through_one_widget(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """Every page's downloads come from widgets.result_downloads: a lossless PNG of what is shown, the latents
+    as a pickle-free .npz (made only when asked for), and the animation on Interpolate."""
+    import io
+    import zipfile
+
+    from app import widgets
+
+    offered: dict[str, list[tuple[str, object, str, str]]] = {}
+    real = widgets.downloads
+    monkeypatch.setattr(
+        widgets, "downloads", lambda items, key: offered.setdefault(key, list(items)) and real(items, key)
+    )
+    at = open_app(monkeypatch, fixture_dir / "grey12.safetensors")
+    for page in PAGES:
+        goto(at, page)
+    kinds = {key.split("|")[-1]: [name.rsplit(".", 1)[-1] for _, _, name, _ in items] for key, items in offered.items()}
+    assert kinds == {
+        "reconstruction_dl": ["png", "npz"],
+        "interpolation_dl": ["png", "gif", "npz"],
+        "manifold_dl": ["png", "npz"],
+        "scales_dl": ["png", "npz"],
+        "mix_dl": ["png", "npz"],
+        "samples_dl": ["png", "npz"],
+        "attribute_dl": ["png", "npz"],
+    }, kinds
+    for items in offered.values():
+        for _, make, name, mime in items:
+            data = make()  # type: ignore[operator]
+            if name.endswith(".npz"):
+                with np.load(io.BytesIO(data), allow_pickle=False) as f:
+                    assert "level_1" in f.files
+                assert zipfile.is_zipfile(io.BytesIO(data))
+            else:
+                assert mime == f"image/{name.rsplit('.', 1)[-1]}" and data[:4] in (b"\x89PNG", b"GIF8")
+
+
 def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
     """Streamlit forgets the widgets of a page that is not drawn; the app keeps them, so coming back shows the
     same settings and results, and no widget that cannot be set (buttons, uploads, downloads) is touched."""

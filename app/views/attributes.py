@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -124,23 +123,7 @@ def edit_view(z: list, direction: list, key: str) -> None:
     frames, zz = widgets.memo(ctx, "attr", (key, strength, tuple(levels)), run)
     widgets.show_images([frames[0], frames[-1]], ["before", f"after (s = {strength:g})"], min_side=140)
     mosaic = widgets.strip(frames, "s = " + ", ".join(f"{s:.2g}" for s in strengths), cell=72)
-    widgets.downloads(
-        [
-            (
-                "Strip (PNG)",
-                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
-                f"{ctx.name}_attribute.png",
-                "image/png",
-            ),
-            (
-                "Latents (.npz)",
-                partial(compute.npz_bytes, zz, strengths=np.array(strengths)),
-                f"{ctx.name}_attribute.npz",
-                "application/octet-stream",
-            ),
-        ],
-        key=ctx.k("at_dl"),
-    )
+    widgets.result_downloads(ctx, "attribute", mosaic, zz, label="Strip", strengths=np.array(strengths))
 
 
 with right:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import numpy as np
 import streamlit as st
@@ -121,15 +120,6 @@ st.caption(
     f"of the total {bpd:.3f} (see *How it works*)."
 )
 
-widgets.downloads(
-    [
-        (
-            "Latents (.npz)",
-            partial(compute.npz_bytes, zs, image=image[None]),
-            f"{ctx.name}_latents.npz",
-            "application/octet-stream",
-        ),
-        ("Reconstruction (PNG)", partial(compute.png_bytes, rec, 140), f"{ctx.name}_reconstruction.png", "image/png"),
-    ],
-    key=ctx.k("enc_dl"),
+widgets.result_downloads(
+    ctx, "reconstruction", rec, zs, label="Reconstruction", min_side=140, npz_name="latents", image=image[None]
 )

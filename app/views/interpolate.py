@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import streamlit as st
 
@@ -106,23 +104,8 @@ def path_view(za: list, zb: list, key: str) -> None:
     with f2:
         # An animated GIF: the browser plays it with no chart library and no further request to the server.
         st.image(gif, caption="looping animation: A → B → A", width=200)
-    widgets.downloads(
-        [
-            (
-                "Strip (PNG)",
-                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
-                f"{ctx.name}_interpolation.png",
-                "image/png",
-            ),
-            ("Animation (GIF)", partial(compute.gif_bytes, frames), f"{ctx.name}_interpolation.gif", "image/gif"),
-            (
-                "Latents (.npz)",
-                partial(compute.npz_bytes, zpath, weights=np.array(weights)),
-                f"{ctx.name}_path.npz",
-                "application/octet-stream",
-            ),
-        ],
-        key=ctx.k("ip_dl"),
+    widgets.result_downloads(
+        ctx, "interpolation", mosaic, zpath, label="Strip", gif=frames, npz_name="path", weights=np.array(weights)
     )
 
 

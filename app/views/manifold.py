@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import streamlit as st
 
@@ -44,23 +42,7 @@ def grid_view(zs4: list, key: str) -> None:
     )
     caption = f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}"
     mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))
-    widgets.downloads(
-        [
-            (
-                "Grid (PNG)",
-                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
-                f"{ctx.name}_manifold.png",
-                "image/png",
-            ),
-            (
-                "Latents (.npz)",
-                partial(compute.npz_bytes, manifold(*zs4, n, levels=levels), levels=np.array(levels)),
-                f"{ctx.name}_manifold.npz",
-                "application/octet-stream",
-            ),
-        ],
-        key=ctx.k("mf_dl"),
-    )
+    widgets.result_downloads(ctx, "manifold", mosaic, lambda: manifold(*zs4, n, levels=levels), levels=np.array(levels))
 
 
 grid_view(zs4, widgets.digest(*(c[0] for c in corners)))

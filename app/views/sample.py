@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import streamlit as st
 import torch
@@ -51,23 +49,7 @@ def sample_view() -> None:
         ncol=n,
         cell=max(48, 640 // n),
     )
-    widgets.downloads(
-        [
-            (
-                "Grid (PNG)",
-                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
-                f"{ctx.name}_samples.png",
-                "image/png",
-            ),
-            (
-                "Latents (.npz)",
-                partial(compute.npz_bytes, zs, temperatures=np.array(temps)),
-                f"{ctx.name}_samples.npz",
-                "application/octet-stream",
-            ),
-        ],
-        key=ctx.k("sa_dl"),
-    )
+    widgets.result_downloads(ctx, "samples", mosaic, zs, temperatures=np.array(temps))
 
 
 sample_view()

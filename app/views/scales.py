@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import numpy as np
 import streamlit as st
 import torch
@@ -61,18 +59,7 @@ def resample_view(z: list, key: str) -> None:
     frames, batch = widgets.memo(ctx, "scales", (key, temp, draws, int(seed)), run)
     heads = " | ".join(f"{100 * f:.0f}% kept" for _, f in fracs)
     mosaic = widgets.strip(frames, f"columns: {heads} (levels ≥ k kept, k = 1 … {L + 1})", ncol=len(fracs), cell=110)
-    widgets.downloads(
-        [
-            (
-                "Grid (PNG)",
-                partial(compute.png_bytes, mosaic, 4 * mosaic.shape[1]),
-                f"{ctx.name}_scales.png",
-                "image/png",
-            ),
-            ("Latents (.npz)", partial(compute.npz_bytes, batch), f"{ctx.name}_scales.npz", "application/octet-stream"),
-        ],
-        key=ctx.k("sc_dl"),
-    )
+    widgets.result_downloads(ctx, "scales", mosaic, batch)
 
 
 resample_view(z, widgets.digest(image))
@@ -87,10 +74,4 @@ if other is not None:
     frames = compute.decode(model, batch)
     labels = ["A"] + [f"1–{j} from B" if j > 1 else "1 from B" for j in range(1, L)] + ["B (all levels)"]
     mix = widgets.strip(frames, " | ".join(labels), cell=120)
-    widgets.downloads(
-        [
-            ("Mix (PNG)", partial(compute.png_bytes, mix, 4 * mix.shape[1]), f"{ctx.name}_mix.png", "image/png"),
-            ("Latents (.npz)", partial(compute.npz_bytes, batch), f"{ctx.name}_mix.npz", "application/octet-stream"),
-        ],
-        key=ctx.k("sc_mix_dl"),
-    )
+    widgets.result_downloads(ctx, "mix", mix, batch, label="Mix")
