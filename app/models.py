@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from nvp_core import RealNVP
+from nvp_core.fastpath import Choice, configure
 
 ENV_DIR = "NVP_MODELS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +28,21 @@ def models_dir() -> Path:
     """The folder of bundled checkpoints: ``$NVP_MODELS_DIR`` when set, else ``<repo>/models``."""
     env = os.environ.get(ENV_DIR)
     return Path(env).expanduser() if env else REPO_ROOT / "models"
+
+
+#: The batch the app's fast path is timed at: a decode of an interpolation path or a grid of samples.
+APP_BATCH = 16
+
+
+def prepare_app_model(model: RealNVP) -> Choice:
+    """Makes a loaded model (eval mode, float32) the app's: frozen (shared read-only by every session) and
+    running the fast path measured for this machine and model (:func:`nvp_core.fastpath.configure`, cached per
+    machine; ``$NVP_FASTPATH`` overrides it) among the paths that draw the same pictures as float32 (within one
+    grey level) and compute the same numbers (bits/dim, reconstruction error), checked on this model's weights.
+    Returns the choice, to be shown with the model's details."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return configure(model, torch.device("cpu"), mode="infer", batch=APP_BATCH, same_pictures=True)
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:

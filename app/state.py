@@ -21,7 +21,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from app import compute
-from app.models import Gallery, GalleryError, gallery_path, load_gallery
+from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
 
 T = TypeVar("T")
@@ -39,12 +39,8 @@ def stamp(path: Path) -> str:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
 def _load(path: str, version: str) -> tuple[RealNVP, dict[str, Any]]:
     model, meta = load_model(path)  # eval mode, float32
-    for p in model.parameters():
-        p.requires_grad_(False)
-    # NHWC convolutions: decoding a batch is ~15-30% faster on CPU (bench/README.md); same parameters and
-    # results up to float rounding. bf16 stays off: the app shows exact round trips and log-likelihoods.
-    model.set_channels_last(True)
-    return model, meta
+    choice = prepare_app_model(model)  # frozen; the measured fast path, same pictures and numbers as float32
+    return model, {**meta, "fastpath": choice.to_dict()}
 
 
 def check_checkpoint(path: Path) -> str | None:

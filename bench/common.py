@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -14,27 +13,9 @@ from typing import Any
 
 import torch
 
+from nvp_core.fastpath import FLAGS_THAT_MATTER, bf16_can_be_fast, cpu_flags, cpu_model
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:
@@ -48,8 +29,9 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_isa_flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma"))),
+        "flags_that_matter": [f for f in FLAGS_THAT_MATTER if f in flags],
         "amx_bf16": "amx_bf16" in flags,
-        "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "bf16_is_a_candidate": bf16_can_be_fast(torch.device("cpu")),
         "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

@@ -15,7 +15,7 @@ import torch
 
 from bench.common import load_now, summarize_ms, time_calls
 from nvp_core import FlowConfig, RealNVP, load_model
-from nvp_core.fastpath import compile_nets
+from nvp_core.fastpath import ALL_PATHS, FastPath, choose, compile_nets
 from nvp_core.latent import interpolate
 from nvp_core.resnet import WNConv2d
 
@@ -87,9 +87,13 @@ def _ops(model: RealNVP, fast: bool) -> dict[str, Callable[[], None]]:
 CALLS = {"encode_decode_1": 5, "interpolation_16": 1, "samples_64": 1}
 
 
-def interactive_latency(model: RealNVP, variants: list[InferenceVariant], rounds: int = 8) -> list[dict[str, Any]]:
+def interactive_latency(
+    model: RealNVP, variants: list[InferenceVariant], rounds: int = 8, fast_path: FastPath = ALL_PATHS[1]
+) -> list[dict[str, Any]]:
     """p50/p90 of the three interactive operations for each variant. The variants alternate round by round
-    (so that machine load hits them alike); a compiled variant runs on its own compiled copy of the model."""
+    (so that machine load hits them alike); a compiled variant runs on its own compiled copy of the model.
+    Fast variants run ``fast_path`` (the app's: ``nvp_core.fastpath.configure(..., same_pictures=True)``),
+    baselines float32 NCHW."""
     models = {v.name: compile_nets(copy.deepcopy(model)) if v.compile else model for v in variants}
     times: dict[str, dict[str, list[float]]] = {v.name: {op: [] for op in CALLS} for v in variants}
     first: dict[str, float] = {}
@@ -101,7 +105,7 @@ def interactive_latency(model: RealNVP, variants: list[InferenceVariant], rounds
                 m = models[v.name]
                 torch.set_num_threads(v.threads)
                 WNConv2d.cache_weights = v.fast
-                m.set_channels_last(v.fast)
+                (fast_path if v.fast else ALL_PATHS[0]).apply(m)
                 ops = _ops(m, v.fast)
                 if r == 0:
                     t = time.perf_counter()
@@ -115,7 +119,7 @@ def interactive_latency(model: RealNVP, variants: list[InferenceVariant], rounds
         torch.set_num_threads(prev_threads)
         WNConv2d.cache_weights = True
         for m in models.values():
-            m.set_channels_last(False)
+            ALL_PATHS[0].apply(m)
     return [
         {
             "variant": v.name,
@@ -129,9 +133,10 @@ def interactive_latency(model: RealNVP, variants: list[InferenceVariant], rounds
 
 
 def forward_inverse_times(cfg: FlowConfig, batch: int, fast: bool, repeats: int = 5) -> dict[str, Any]:
-    """Forward and inverse time of ``cfg`` at ``batch`` (eval mode) and the parameter count."""
+    """Forward and inverse time of ``cfg`` at ``batch`` (eval mode; ``fast``: the measured fast path)."""
     torch.manual_seed(0)
-    model = RealNVP(cfg).eval().set_channels_last(fast)
+    path = choose(cfg, "infer", batch).path if fast else ALL_PATHS[0]
+    model = path.apply(RealNVP(cfg).eval())
     x = torch.rand(batch, cfg.in_channels, cfg.image_size, cfg.image_size) * 0.9 + 0.05
     x = _prep(model, x, fast)
     with _mode(fast):
@@ -142,6 +147,7 @@ def forward_inverse_times(cfg: FlowConfig, batch: int, fast: bool, repeats: int 
     return {
         "batch": batch,
         "fast": fast,
+        "path": path.name,
         "forward_ms_p50": f["p50_ms"],
         "inverse_ms_p50": i["p50_ms"],
         "forward_ms_per_image": round(f["p50_ms"] / batch, 3),

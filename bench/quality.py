@@ -3,6 +3,7 @@ and the bf16-vs-float32 check at equal steps.
 
     python -m bench.quality --minutes 5                  # fashion-mnist preset, 5 training minutes per variant
     python -m bench.quality --equal-steps 200 --dataset digits --preset digits   # bf16 vs fp32, same steps
+    python -m bench.quality --equal-steps 150 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64
 
 The variants train in alternating time slices (``--slice-seconds``), so a busy machine slows them alike;
 evaluation time is not counted as training time. Results: ``bench/results/quality-<UTC time>.json``.
@@ -19,6 +20,7 @@ import torch
 
 from bench.common import load_now, machine_info, table, write_results
 from nvp_core import RealNVP
+from nvp_core.fastpath import choose
 from train.config import preset
 from train.data import load_dataset
 from train.evaluate import eval_bits_per_dim
@@ -73,13 +75,15 @@ def _evaluate(run: Run, test: torch.Tensor) -> None:
 
 
 def quality_vs_time(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = preset(args.preset).with_updates(dataset=args.dataset)
+    cfg = _train_config(args)
     splits = load_dataset(cfg.dataset)
     flow_cfg = cfg.flow_config(splits.channels, splits.image_size)
     test = splits.test[: args.eval_images]
+    fast = choose(flow_cfg, "train", cfg.batch_size)  # the trainer's --precision auto
+    print(f"fast path: {fast.describe()}", flush=True)
     runs = [
         _make_run("fp32-nchw", cfg, flow_cfg, False, None, args.seed),
-        _make_run("fast", cfg, flow_cfg, True, _fast_dtype(), args.seed),
+        _make_run("fast", cfg, flow_cfg, fast.path.channels_last, fast.path.dtype, args.seed),
     ]
     budget = args.minutes * 60
     next_eval = {r.name: 0.0 for r in runs}
@@ -103,19 +107,24 @@ def quality_vs_time(args: argparse.Namespace) -> dict[str, Any]:
         "batch": cfg.batch_size,
         "eval_images": len(test),
         "minutes_per_variant": args.minutes,
+        "fast_path": fast.to_dict(),
         "curves": {r.name: r.curve for r in runs},
     }
 
 
-def _fast_dtype() -> torch.dtype | None:
-    from nvp_core.fastpath import fast_compute_dtype
-
-    return fast_compute_dtype(torch.device("cpu"))
+def _train_config(args: argparse.Namespace) -> Any:
+    """The preset with the dataset and any model/batch overrides given on the command line."""
+    updates: dict[str, Any] = {"dataset": args.dataset}
+    for name in ("num_blocks", "mid_channels", "max_mid_channels", "batch_size"):
+        if getattr(args, name, None):
+            updates[name] = getattr(args, name)
+    return preset(args.preset).with_updates(**updates)
 
 
 def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
-    """fp32 and bf16 trained for the same steps on the same batches from the same initialisation."""
-    cfg = preset(args.preset).with_updates(dataset=args.dataset)
+    """fp32 and bf16 trained for the same steps on the same batches from the same initialisation; the two
+    alternate step by step (so machine load hits them alike), both channels_last, evaluated in float32."""
+    cfg = _train_config(args)
     splits = load_dataset(cfg.dataset)
     flow_cfg = cfg.flow_config(splits.channels, splits.image_size)
     test = splits.test[: args.eval_images]
@@ -123,23 +132,32 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
         _make_run("fp32", cfg, flow_cfg, True, None, args.seed),
         _make_run("bf16", cfg, flow_cfg, True, torch.bfloat16, args.seed),
     ]
-    for r in runs:
-        t = time.perf_counter()
-        for _ in range(args.equal_steps):
+    loads = [load_now()]
+    for i in range(args.equal_steps):
+        for r in runs:
+            t = time.perf_counter()
             _step(r, splits, cfg)
-        r.train_s = time.perf_counter() - t
+            r.train_s += time.perf_counter() - t
+        if (i + 1) % max(1, args.equal_steps // 10) == 0:
+            loads.append(load_now())
+            print(f"  step {i + 1}/{args.equal_steps}, load {loads[-1]}", flush=True)
+    for r in runs:
         _evaluate(r, test)  # eval in float32 (train.evaluate.eval_float32), as the trainer does
     a, b = (r.curve[-1]["test_bpd"] for r in runs)
     return {
         "preset": args.preset,
         "dataset": cfg.dataset,
         "config": flow_cfg.to_dict(),
+        "batch": cfg.batch_size,
         "steps": args.equal_steps,
+        "eval_images": len(test),
         "fp32_test_bpd": a,
         "bf16_test_bpd": b,
         "abs_diff": round(abs(a - b), 4),
-        "within_0_02": abs(a - b) <= 0.02,
+        "tolerance": args.tolerance,
+        "within_tolerance": abs(a - b) <= args.tolerance,
         "train_s": {r.name: round(r.train_s, 1) for r in runs},
+        "load_during": [min(loads), max(loads)],
     }
 
 
@@ -152,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every-minutes", type=float, default=1.0)
     p.add_argument("--eval-images", type=int, default=1000)
     p.add_argument("--equal-steps", type=int, default=0, help="instead: bf16 vs fp32 after this many steps")
+    p.add_argument("--tolerance", type=float, default=0.01, help="largest |bf16 - fp32| test bits/dim accepted")
+    p.add_argument("--num-blocks", type=int, default=0, help="override the preset's residual blocks (0: keep)")
+    p.add_argument("--mid-channels", type=int, default=0, help="override the preset's features (0: keep)")
+    p.add_argument("--max-mid-channels", type=int, default=0, help="override the preset's width cap (0: keep)")
+    p.add_argument("--batch-size", type=int, default=0, help="override the preset's batch (0: keep)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -160,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     info = machine_info()
     if args.equal_steps:
         res = equal_steps(args)
-        print(table([res], ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_0_02"]))
+        print(
+            table(
+                [res], ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_tolerance", "train_s"]
+            )
+        )
         path = write_results("quality-bf16-equal-steps", {"machine": info, "args": vars(args), **res})
     else:
         res = quality_vs_time(args)

@@ -29,6 +29,7 @@ from bench.latency import (
 )
 from bench.train_speed import PAPER_28, VARIANTS, Variant, count_step_flops, train_throughput
 from nvp_core import FlowConfig
+from nvp_core.fastpath import bf16_can_be_fast, choose, configure
 
 SECTIONS = ("conv", "train", "latency", "sizes")
 
@@ -63,8 +64,9 @@ def _train_section(args: argparse.Namespace, cfg: FlowConfig, conv: list[dict[st
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    slow_bf16 = not (torch.ops.mkldnn._is_mkldnn_bf16_supported() or torch.cuda.is_available())
-    variants = []
+    slow_bf16 = not bf16_can_be_fast(torch.device("cpu"))
+    trainer = choose(cfg, "train", args.batch)  # what the trainer's --precision auto runs
+    variants = [Variant(f"trainer-default={trainer.name}", trainer.path.channels_last, trainer.path.dtype)]
     for n in names:
         v = VARIANTS[n]
         if v.compute_dtype == torch.bfloat16 and slow_bf16:
@@ -86,7 +88,7 @@ def _train_section(args: argparse.Namespace, cfg: FlowConfig, conv: list[dict[st
         for r in rows:
             if "images_per_s" in r:
                 r["speedup_vs_fp32_nchw"] = round(r["images_per_s"] / base["images_per_s"], 2)
-    return {"config": cfg.to_dict(), "flops": flops, "rows": rows}
+    return {"config": cfg.to_dict(), "flops": flops, "rows": rows, "trainer_fast_path": trainer.to_dict()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,13 +135,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "latency" in sections:
         model, source = shipped_or_preset_model()
+        app_choice = configure(model, torch.device("cpu"), "infer", 16, same_pictures=True)  # as the app does
+        print(f"app fast path: {app_choice.describe()}")
         threads = [int(t) for t in args.latency_threads.split(",") if t.strip()]
         variants = [InferenceVariant(f"baseline-{t}t", False, t) for t in threads]
         variants += [InferenceVariant(f"fast-{t}t", True, t) for t in threads]
         if args.compile:
             variants.append(InferenceVariant(f"fast-compiled-{threads[0]}t", True, threads[0], compile=True))
-        rows = interactive_latency(model, variants, rounds=2 if args.quick else 8)
-        results["latency"] = {"model": source, "config": model.config.to_dict(), "rows": rows}
+        rows = interactive_latency(model, variants, rounds=2 if args.quick else 8, fast_path=app_choice.path)
+        results["latency"] = {
+            "model": source,
+            "config": model.config.to_dict(),
+            "rows": rows,
+            "app_fast_path": app_choice.to_dict(),
+        }
         print(f"\n== interactive latency: {source} ==")
         flat = [
             {
@@ -165,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"config": name, "params": n_params, **r})
         results["sizes"] = rows
         print("\n== forward / inverse time (fast path, eval) and parameter counts ==")
-        cols = ["config", "params", "batch", "forward_ms_p50", "inverse_ms_p50", "forward_ms_per_image"]
+        cols = ["config", "params", "batch", "path", "forward_ms_p50", "inverse_ms_p50", "forward_ms_per_image"]
         print(table(rows, cols + ["inverse_ms_per_image", "load"]))
     results["total_s"] = round(time.perf_counter() - t0, 1)
     path = write_results(args.name + ("-quick" if args.quick else ""), results)

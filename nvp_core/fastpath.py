@@ -1,39 +1,445 @@
-"""The fast paths of the flow in one place (issue 5; bench/README.md has the measurements behind them).
+"""The fast path of the flow, chosen by measuring on the machine at hand (issues 5 and 11).
 
-* channels_last for the s,t ResNets: helps the oneDNN convolutions on every CPU and tensor cores on a GPU;
-* bf16 autocast for the s,t ResNets: only where bf16 has hardware support (AMX on a CPU, a bf16 GPU). On a
-  CPU without it (e.g. AVX2 only), oneDNN emulates bf16 and the convolutions get 10–40× *slower*;
-* ``torch.compile`` of the s,t ResNets: opt-in (compile time is minutes on a small CPU).
+A *fast path* is a compute dtype for the s,t ResNets (float32, or bf16 under autocast) and a memory layout for
+their convolutions (NCHW or channels_last). Which one is fastest depends on the CPU (AVX2 only, AVX-512 with
+BF16, AMX), the torch build, the thread count and the model's shapes, so no rule about CPU names decides it:
+:func:`choose` times the candidates on the model's own shapes once and caches the answer per machine.
 
-The weight-norm cache (inference) is always on; see :class:`nvp_core.resnet.WNConv2d`.
+* candidates: float32 × {NCHW, channels_last}, plus bf16 × {NCHW, channels_last} where bf16 *can* be fast (a
+  bf16 GPU; a CPU for which oneDNN has bf16 kernels, ``torch.ops.mkldnn._is_mkldnn_bf16_supported()``);
+* timing: a few training steps (forward + backward) or inference calls (forward + inverse) of the model's
+  configuration at a small batch (at most ``TIMING_BATCH`` images, at most ``TIMING_BLOCKS`` residual blocks:
+  the same layer shapes, fewer of them), after one warm-up call each; the candidates alternate round by round
+  and the median decides. bf16 wins only when it is at least ``BF16_MARGIN`` faster than the best float32 path;
+* cache: ``~/.cache/nvp-explorer/fastpath.json`` (``$NVP_FASTPATH_CACHE`` elsewhere), keyed by the CPU model,
+  the flags that matter, torch's version and CPU capability, the thread count, the device, the model's
+  configuration, the mode and the batch. An unreadable or corrupt file is ignored and rewritten;
+* overrides: the caller's ``precision`` (``"fp32"``/``"bf16"`` restrict the dtype, a full name such as
+  ``"bf16-cl"`` fixes the path) wins over ``$NVP_FASTPATH`` (same values), which wins over the cache.
+
+Whatever the choice, the coupling arithmetic, the log-determinant and every number shown to a user stay
+float32 (bf16 touches only the s,t ResNets, and evaluation switches it off). The weight-norm cache
+(inference) is always on; see :class:`nvp_core.resnet.WNConv2d`. ``torch.compile`` stays opt-in
+(:func:`compile_nets`; compiling takes minutes on a small CPU).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from .config import FlowConfig
 from .model import RealNVP
 from .resnet import ResNet
 
+log = logging.getLogger(__name__)
 
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix work faster than float32 (AMX tiles; oneDNN's bf16 kernels)."""
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+ENV_OVERRIDE = "NVP_FASTPATH"
+ENV_CACHE = "NVP_FASTPATH_CACHE"
+MODES = ("train", "infer")
+#: bf16 must be at least this much faster (median) than the best float32 path to be chosen.
+BF16_MARGIN = 0.10
+#: The timing model: the configuration's shapes, at most this many residual blocks and images.
+TIMING_BLOCKS = 2
+TIMING_BATCH = 8
+#: Alternated timing rounds: at least ``MIN_ROUNDS``, more while under ``BUDGET_S`` seconds, at most ``MAX_ROUNDS``.
+MIN_ROUNDS, MAX_ROUNDS, BUDGET_S = 3, 9, 4.0
+#: A candidate whose warm-up call is this many times slower than the fastest one is not timed further.
+HOPELESS = 4.0
+#: CPU flags that decide which kernels exist (recorded with every measurement and in the cache key).
+FLAGS_THAT_MATTER = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """One way of running the same model: the s,t ResNets' compute dtype (``None``: float32) and layout."""
+
+    dtype: torch.dtype | None
+    channels_last: bool
+
+    @property
+    def name(self) -> str:
+        return f"{'bf16' if self.dtype == torch.bfloat16 else 'fp32'}-{'cl' if self.channels_last else 'nchw'}"
+
+    @classmethod
+    def from_name(cls, name: str) -> FastPath:
+        for p in ALL_PATHS:
+            if p.name == name:
+                return p
+        raise ValueError(f"unknown fast path {name!r}; known: {', '.join(p.name for p in ALL_PATHS)}")
+
+    def apply(self, model: RealNVP) -> RealNVP:
+        """Sets this path on ``model`` (in place) and returns it."""
+        return model.set_channels_last(self.channels_last).set_compute_dtype(self.dtype)
+
+
+ALL_PATHS = (
+    FastPath(None, False),
+    FastPath(None, True),
+    FastPath(torch.bfloat16, False),
+    FastPath(torch.bfloat16, True),
+)
+#: What ``precision`` / ``$NVP_FASTPATH`` accept: auto, a dtype, or one full path name.
+OVERRIDES = ("auto", "fp32", "bf16", *(p.name for p in ALL_PATHS))
+
+
+@dataclass
+class Choice:
+    """The chosen path and why: ``source`` is ``measured``, ``cache``, ``override`` or ``only candidate``."""
+
+    path: FastPath
+    source: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    key: dict[str, Any] = field(default_factory=dict)
+    #: per path, how far its pictures and numbers are from float32 (set by :func:`configure`)
+    fidelity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def describe(self) -> str:
+        """One line for logs and result files, e.g. ``bf16-cl (measured: bf16-cl 31 ms, fp32-cl 52 ms, …)``."""
+        times = ", ".join(f"{k} {v:.3g} ms" for k, v in sorted(self.timings_ms.items(), key=lambda kv: kv[1]))
+        return f"{self.name} ({self.source}{': ' + times if times else ''})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.name, "source": self.source, "timings_ms": self.timings_ms, "fidelity": self.fidelity}
+
+
+# --- the machine --------------------------------------------------------------------------------------
+def _cpuinfo_field(name: str) -> str | None:
     try:
-        return bool(amx is not None and amx() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (RuntimeError, AttributeError):
-        return False
-
-
-def fast_compute_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype for the s,t ResNets on ``device``: bf16 where it is fast, else ``None`` (float32)."""
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu":
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (``/proc/cpuinfo``; empty where that file does not exist)."""
+    return set((_cpuinfo_field("flags") or "").split())
+
+
+def machine_key(device: torch.device) -> dict[str, Any]:
+    """What a measurement depends on besides the model: CPU, the flags that matter, torch, threads, device."""
+    flags = cpu_flags()
+    key: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "flags": [f for f in FLAGS_THAT_MATTER if f in flags],
+        "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "device": device.type,
+    }
+    if device.type == "cuda":
+        key["gpu"] = torch.cuda.get_device_name(device)
+    return key
+
+
+def bf16_can_be_fast(device: torch.device) -> bool:
+    """Whether bf16 is worth timing on ``device``: a GPU with bf16, or a CPU for which oneDNN has bf16 kernels
+    (AVX-512 or AMX). Without them (AVX2 only) oneDNN emulates bf16 at 10–40× the cost of float32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (RuntimeError, AttributeError):
+            return False
+    return False
+
+
+def candidates(device: torch.device, precision: str = "auto") -> list[FastPath]:
+    """The paths worth timing on ``device`` under the override ``precision`` (see :data:`OVERRIDES`)."""
+    if precision not in OVERRIDES:
+        raise ValueError(f"fast path override must be one of {', '.join(OVERRIDES)}, got {precision!r}")
+    if precision not in ("auto", "fp32", "bf16"):
+        return [FastPath.from_name(precision)]
+    paths = [p for p in ALL_PATHS if p.dtype is None or bf16_can_be_fast(device) or precision == "bf16"]
+    if precision == "fp32":
+        paths = [p for p in paths if p.dtype is None]
+    elif precision == "bf16":
+        paths = [p for p in paths if p.dtype == torch.bfloat16]
+    return paths
+
+
+# --- the cache ----------------------------------------------------------------------------------------
+def cache_path() -> Path:
+    """``$NVP_FASTPATH_CACHE``, else ``~/.cache/nvp-explorer/fastpath.json`` (``$XDG_CACHE_HOME`` honoured)."""
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nvp-explorer" / "fastpath.json"
+
+
+def _key_id(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _read_cache(path: Path) -> dict[str, Any]:
+    """The cache's entries, or ``{}`` if the file is missing, unreadable, corrupt or of another version."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != CACHE_VERSION or not isinstance(data.get("entries"), dict):
+        return {}
+    return data["entries"]
+
+
+def _write_cache(path: Path, key_id: str, entry: dict[str, Any]) -> None:
+    """Adds one entry (atomically: temporary file + rename); a cache that cannot be written is skipped."""
+    try:
+        entries = _read_cache(path)
+        entries[key_id] = entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".fastpath-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump({"version": CACHE_VERSION, "entries": entries}, f, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as e:
+        log.warning("fast path cache %s not written (%s)", path, e)
+
+
+def _cached_path(entry: Any, allowed: list[FastPath]) -> FastPath | None:
+    try:
+        path = FastPath.from_name(entry["path"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return path if path in allowed else None
+
+
+# --- measuring ----------------------------------------------------------------------------------------
+def timing_config(config: FlowConfig) -> FlowConfig:
+    """The configuration that is timed: the same layer shapes, at most :data:`TIMING_BLOCKS` residual blocks."""
+    d = config.to_dict()
+    d["num_blocks"] = min(d["num_blocks"], TIMING_BLOCKS)
+    return FlowConfig(**d)
+
+
+def _workload(config: FlowConfig, path: FastPath, mode: str, batch: int, device: torch.device) -> Callable[[], None]:
+    """One call of the work to time: a training step without the optimiser, or a forward and an inverse."""
+    torch.manual_seed(0)
+    model = path.apply(RealNVP(config).to(device))
+    gen = torch.Generator().manual_seed(0)
+    shape = (batch, config.in_channels, config.image_size, config.image_size)
+    x = (torch.rand(shape, generator=gen) * 0.9 + 0.05).to(device)
+    if path.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if mode == "train":
+        model.train()
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            model.log_prob(x).mean().neg().backward()
+            sync()
+
+        return step
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def call() -> None:
+        with torch.inference_mode():
+            zs, _ = model(x)
+            model.inverse(zs)
+        sync()
+
+    return call
+
+
+def measure(config: FlowConfig, mode: str, batch: int, device: torch.device, paths: list[FastPath]) -> dict[str, float]:
+    """Median milliseconds per call of each path on :func:`timing_config` of ``config`` (alternated rounds)."""
+    tcfg = timing_config(config)
+    tbatch = max(1, min(batch, TIMING_BATCH))
+    calls: dict[str, Callable[[], None]] = {}
+    warm: dict[str, float] = {}
+    for p in paths:
+        fn = _workload(tcfg, p, mode, tbatch, device)
+        t = time.perf_counter()
+        fn()  # warm-up: oneDNN primitive creation, allocations
+        warm[p.name] = time.perf_counter() - t
+        calls[p.name] = fn
+    best_warm = min(warm.values())
+    live = [n for n in calls if warm[n] <= HOPELESS * best_warm]
+    times: dict[str, list[float]] = {n: [] for n in live}
+    t0 = time.perf_counter()
+    for r in range(MAX_ROUNDS):
+        if r >= MIN_ROUNDS and time.perf_counter() - t0 > BUDGET_S:
+            break
+        order = live[r % len(live) :] + live[: r % len(live)]  # rotate who goes first
+        for n in order:
+            t = time.perf_counter()
+            calls[n]()
+            times[n].append(time.perf_counter() - t)
+    out = {n: round(statistics.median(v) * 1e3, 3) for n, v in times.items()}
+    out.update({n: round(warm[n] * 1e3, 3) for n in calls if n not in out})  # hopeless: their warm-up time
+    return out
+
+
+def pick(timings_ms: dict[str, float], margin: float = BF16_MARGIN) -> FastPath:
+    """The fastest float32 path, unless a bf16 path is at least ``margin`` faster than it (then that one)."""
+    paths = {FastPath.from_name(n): t for n, t in timings_ms.items()}
+    fp32 = {p: t for p, t in paths.items() if p.dtype is None}
+    bf16 = {p: t for p, t in paths.items() if p.dtype is not None}
+    best32 = min(fp32, key=fp32.__getitem__) if fp32 else None
+    best16 = min(bf16, key=bf16.__getitem__) if bf16 else None
+    if best32 is None:
+        assert best16 is not None, "no timings"
+        return best16
+    if best16 is not None and bf16[best16] <= (1.0 - margin) * fp32[best32]:
+        return best16
+    return best32
+
+
+# --- the one decision -----------------------------------------------------------------------------------
+def choose(
+    config: FlowConfig,
+    mode: str = "infer",
+    batch: int = TIMING_BATCH,
+    device: torch.device | str = "cpu",
+    precision: str = "auto",
+    use_cache: bool = True,
+    allowed: list[FastPath] | None = None,
+) -> Choice:
+    """The fast path for ``config`` in ``mode`` (``"train"``: forward + backward; ``"infer"``: forward +
+    inverse) at ``batch`` on ``device``: ``precision`` if it names one path, else ``$NVP_FASTPATH`` if it
+    names one, else the cached measurement for this machine and model, else a new measurement (seconds),
+    cached. ``precision``/``$NVP_FASTPATH`` = ``fp32`` or ``bf16`` restrict the dtype and measure the layout;
+    ``allowed`` (e.g. from :func:`faithful`) restricts the candidates further."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    device = torch.device(device)
+    env = os.environ.get(ENV_OVERRIDE, "").strip()
+    if env and env not in OVERRIDES:
+        raise ValueError(f"${ENV_OVERRIDE} must be one of {', '.join(OVERRIDES)}, got {env!r}")
+    wanted = precision if precision != "auto" else (env or "auto")
+    allowed = [p for p in candidates(device, wanted) if allowed is None or p in allowed] or [ALL_PATHS[0]]
+    if len(allowed) == 1:
+        return Choice(allowed[0], "override" if wanted != "auto" else "only candidate")
+    key = {
+        **machine_key(device),
+        "model": config.to_dict(),
+        "mode": mode,
+        "batch": batch,
+        "candidates": [p.name for p in allowed],
+    }
+    key_id = _key_id(key)
+    cpath = cache_path()
+    if use_cache:
+        entry = _read_cache(cpath).get(key_id)
+        found = _cached_path(entry, allowed)
+        if found is not None:
+            timings = entry.get("timings_ms", {}) if isinstance(entry, dict) else {}
+            return Choice(found, "cache", timings if isinstance(timings, dict) else {}, key)
+    timings = measure(config, mode, batch, device, allowed)
+    choice = Choice(pick(timings), "measured", timings, key)
+    if use_cache:
+        _write_cache(
+            cpath,
+            key_id,
+            {
+                "path": choice.name,
+                "timings_ms": timings,
+                "key": key,
+                "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "loadavg_1": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+            },
+        )
+    log.info("fast path for %s on %s: %s", mode, device, choice.describe())
+    return choice
+
+
+def faithful(
+    model: RealNVP, paths: list[FastPath], samples: int = 16, max_grey_levels: int = 1, max_bpd_diff: float = 1e-4
+) -> tuple[list[FastPath], dict[str, dict[str, float]]]:
+    """The paths under which ``model`` (eval mode, float32 weights) draws the same pictures and computes the same
+    numbers as float32 NCHW: decoded samples (T = 0.7, fixed seed) within ``max_grey_levels`` of 255, and the
+    bits/dim of those pictures within ``max_bpd_diff``. Checked on the model's own weights (a freshly built
+    model starts at the identity, where every path agrees); the model's path is restored afterwards."""
+    saved = [(m, m.compute_dtype) for m in model.modules() if hasattr(m, "compute_dtype")]
+    saved_fmt = [(m, m.memory_format) for m in model.modules() if isinstance(m, ResNet)]
+    report: dict[str, dict[str, float]] = {}
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            gen = torch.Generator().manual_seed(0)
+            zs = [(torch.randn((samples, *s), generator=gen) * 0.7).to(device) for s in model.latent_shapes]
+
+            def run(p: FastPath) -> tuple[torch.Tensor, torch.Tensor]:
+                p.apply(model)
+                grey = (model.inverse(zs).float() * 256.0).floor().clamp(0, 255)
+                x = (grey + 0.5) / 256.0
+                bpd = model.bits_per_dim_of(model.log_prob(x))
+                return grey, bpd
+
+            grey_ref, bpd_ref = run(ALL_PATHS[0])
+            ok = []
+            for p in paths:
+                grey, bpd = run(p)
+                levels = float((grey - grey_ref).abs().max())
+                dbpd = float((bpd - bpd_ref).abs().max())
+                report[p.name] = {"max_grey_levels": levels, "max_bpd_diff": dbpd}
+                if levels <= max_grey_levels and dbpd <= max_bpd_diff:
+                    ok.append(p)
+    finally:
+        for m, dt in saved:
+            m.compute_dtype = dt
+        for m, fmt in saved_fmt:
+            m.memory_format = fmt
+    return ok, report
+
+
+def configure(
+    model: RealNVP,
+    device: torch.device | str = "cpu",
+    mode: str = "infer",
+    batch: int = TIMING_BATCH,
+    precision: str = "auto",
+    compile: bool = False,
+    same_pictures: bool = False,
+) -> Choice:
+    """:func:`choose` the fast path for ``model`` (already on ``device``), apply it in place, and return the
+    choice; ``torch.compile`` the s,t ResNets too if asked. ``same_pictures``: time only the paths that
+    :func:`faithful` admits on this model's weights (what the app needs: its pictures within one grey level
+    of float32 and its numbers float32), unless ``precision``/``$NVP_FASTPATH`` name a path."""
+    allowed = None
+    fidelity: dict[str, dict[str, float]] = {}
+    env = os.environ.get(ENV_OVERRIDE, "").strip()
+    if same_pictures and precision in ("auto", "fp32", "bf16") and env in ("", "auto", "fp32", "bf16"):
+        allowed, fidelity = faithful(
+            model, candidates(torch.device(device), precision if precision != "auto" else env or "auto")
+        )
+    choice = choose(model.config, mode, batch, device, precision, allowed=allowed)
+    choice.fidelity = fidelity
+    choice.path.apply(model)
+    if compile:
+        compile_nets(model)
+    return choice
 
 
 def compile_nets(model: RealNVP, **compile_kwargs: Any) -> RealNVP:
@@ -44,13 +450,3 @@ def compile_nets(model: RealNVP, **compile_kwargs: Any) -> RealNVP:
         if isinstance(m, ResNet):
             m.compile(**compile_kwargs)
     return model
-
-
-def configure(model: RealNVP, device: torch.device, compile: bool = False) -> dict[str, Any]:
-    """Applies the fastest measured settings for ``device`` to ``model`` (already on that device) and returns
-    them: channels_last everywhere, bf16 autocast where the hardware has it, ``torch.compile`` if asked."""
-    dtype = fast_compute_dtype(device)
-    model.set_channels_last(True).set_compute_dtype(dtype)
-    if compile:
-        compile_nets(model)
-    return {"channels_last": True, "compute_dtype": dtype, "compiled": compile}

@@ -1,0 +1,182 @@
+"""Training throughput side by side with the public reference implementation (issue 11's first target).
+
+The reference is chrischute/real-nvp (PyTorch): its CIFAR-10 network (2 scales, 8 residual blocks, 64
+features), here on 28×28×1 images, trained as its ``train.py`` does (Adam with its weight-decay groups,
+gradient clipping, its loss). Ours: the same architecture (``bench.train_speed.PAPER_28``) trained with the
+trainer's default settings (``train.loop``: its optimiser, loss and clipping; ``--precision auto``, i.e. the
+fast path :func:`nvp_core.fastpath.choose` measured and cached for this machine). The steps alternate
+(reference, ours, ...) so that machine load hits both alike; FLOP/s of ours is given as a share of the best
+3×3 convolution rate measured in the same run. The reference is never copied into this repository::
+
+    git clone https://github.com/chrischute/real-nvp /tmp/chrischute-real-nvp
+    python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
+
+Results: ``bench/results/reference-<UTC time>.json`` with the machine description and the fast-path choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import load_now, machine_info, median, table, write_results
+from bench.conv import conv_reference
+from bench.train_speed import PAPER_28, count_step_flops
+from nvp_core import RealNVP, dequantize
+from nvp_core.fastpath import choose
+from train.config import TrainConfig
+from train.loop import build_optimizer, loss_bits_per_dim, resolve_precision
+
+
+def _images(batch: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, 1, 28, 28), generator=gen, dtype=torch.uint8)
+
+
+def _contiguous_rescale(rescale: type) -> None:
+    """Compatibility shim, the only change to the reference: its channel-wise couplings call ``s.view(B, -1)``
+    on ``rescale(tanh(s))`` where ``s`` is a ``chunk`` of the s,t output. Recent torch keeps the chunk's strides
+    through the element-wise product, so ``view`` raises; the torch it was written for returned a contiguous
+    tensor. Making that product contiguous (one small copy per coupling) restores its behaviour."""
+    if getattr(rescale, "_bench_contiguous", False):
+        return
+    forward = rescale.forward
+    rescale.forward = lambda self, x: forward(self, x).contiguous()
+    rescale._bench_contiguous = True
+
+
+class Reference:
+    """chrischute/real-nvp's model, loss, optimiser and clipping, as in its ``train.py`` (CPU)."""
+
+    name = "reference (chrischute/real-nvp)"
+
+    def __init__(self, path: Path, batch: int) -> None:
+        sys.path.insert(0, str(path))
+        try:
+            models = importlib.import_module("models")
+            util = importlib.import_module("util")
+        finally:
+            sys.path.remove(str(path))
+        _contiguous_rescale(importlib.import_module("models.real_nvp.coupling_layer").Rescale)
+        torch.manual_seed(0)
+        self.util = util
+        self.net = models.RealNVP(num_scales=2, in_channels=1, mid_channels=64, num_blocks=8).train()
+        self.loss_fn = models.RealNVPLoss()
+        self.opt = torch.optim.Adam(util.get_param_groups(self.net, 5e-5, norm_suffix="weight_g"), lr=1e-3)
+        self.x = _images(batch).float() / 255.0  # its ToTensor(): [0, 1]; it dequantises inside the model
+        self.params = sum(p.numel() for p in self.net.parameters())
+
+    def step(self) -> None:
+        self.opt.zero_grad()
+        z, sldj = self.net(self.x, reverse=False)
+        loss = self.loss_fn(z, sldj)
+        loss.backward()
+        self.util.clip_grad_norm(self.opt, 100.0)
+        self.opt.step()
+
+
+class Ours:
+    """Our trainer's step with its default settings (``--precision auto``: the measured fast path)."""
+
+    name = "ours (trainer defaults)"
+
+    def __init__(self, batch: int) -> None:
+        torch.manual_seed(0)
+        cfg = TrainConfig()
+        self.model = RealNVP(PAPER_28).train()
+        resolve_precision(cfg.precision, torch.device("cpu"), self.model, batch)
+        self.opt = build_optimizer(self.model, cfg)
+        self.grad_clip = cfg.grad_clip
+        self.images = _images(batch)
+        self.gen = torch.Generator().manual_seed(0)
+        self.params = sum(p.numel() for p in self.model.parameters())
+
+    def step(self) -> None:
+        x = dequantize(self.images, self.gen)
+        loss = loss_bits_per_dim(self.model, self.model, x)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.opt.step()
+
+
+def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
+    """Images/s of the reference and of ours, alternating step by step after ``warmup`` steps each."""
+    runners: list[Reference | Ours] = [Reference(ref_path, batch), Ours(batch)]
+    choice = choose(PAPER_28, "train", batch)  # what Ours applied (read back from the cache)
+    warm = {}
+    for r in runners:
+        t = time.perf_counter()
+        for _ in range(warmup):
+            r.step()
+        warm[r.name] = round(time.perf_counter() - t, 2)
+    times: dict[str, list[float]] = {r.name: [] for r in runners}
+    loads = [load_now()]
+    for i in range(repeats):
+        for r in runners if i % 2 == 0 else runners[::-1]:
+            t = time.perf_counter()
+            r.step()
+            times[r.name].append(time.perf_counter() - t)
+            loads.append(load_now())
+    rows = []
+    for r in runners:
+        step_s = median(times[r.name])
+        rows.append(
+            {
+                "implementation": r.name,
+                "params": r.params,
+                "batch": batch,
+                "images_per_s": round(batch / step_s, 3),
+                "step_s_all": [round(t, 2) for t in times[r.name]],
+                "warmup_s": warm[r.name],
+            }
+        )
+    rows[1]["speedup_vs_reference"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
+    return {"rows": rows, "fast_path": choice.to_dict(), "load_during": [min(loads), max(loads)]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n\n")[0])
+    p.add_argument("reference", type=Path, help="a checkout of https://github.com/chrischute/real-nvp")
+    p.add_argument("--batch", type=int, default=32, help="images per step (issue 11: 32)")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per implementation (median reported)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--no-conv", action="store_true", help="skip the convolution reference")
+    args = p.parse_args(argv)
+    if not (args.reference / "models" / "real_nvp").is_dir():
+        p.error(f"{args.reference} is not a checkout of chrischute/real-nvp (no models/real_nvp)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    info = machine_info()
+    print("machine:", {k: info[k] for k in ("cpu", "cpu_isa_flags", "torch_threads", "loadavg_1_5_15")})
+    res = side_by_side(args.reference, args.batch, args.repeats)
+    flops = count_step_flops(PAPER_28)
+    conv = [] if args.no_conv else conv_reference()
+    best = max(conv, key=lambda c: c["gflops_per_s"]) if conv else None
+    for r in res["rows"]:
+        gf = r["images_per_s"] * flops["flops_per_image"] / 1e9
+        r["gflops_per_s"] = round(gf, 1)
+        r["share_of_best_conv"] = round(gf / best["gflops_per_s"], 3) if best else None
+    print(f"fast path (ours): {res['fast_path']}")
+    if conv:
+        print(table(conv, ["dtype", "layout", "pass", "shape", "gflops_per_s", "load"]))
+    cols = ["implementation", "batch", "images_per_s", "speedup_vs_reference", "gflops_per_s", "share_of_best_conv"]
+    print(table(res["rows"], cols + ["step_s_all", "warmup_s"]))
+    print(f"{flops['gflop_per_image']} GFLOP per image fwd+bwd; load during {res['load_during']}")
+    path = write_results(
+        "reference",
+        {"machine": info, "args": {**vars(args), "reference": str(args.reference)}, "flops": flops,
+         "conv_reference": conv, "best_conv": best, **res, "machine_after": machine_info()},
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
