@@ -310,7 +310,7 @@ def test_switching_between_models_that_share_a_gallery_shows_the_new_models_resu
     equal on both; after switching models the page must show model B's frames, not the memoised ones of A."""
     import shutil
 
-    from app import compute
+    from app import compute, state
     from app.models import load_gallery
     from nvp_core.latent import interpolate
 
@@ -322,8 +322,7 @@ def test_switching_between_models_that_share_a_gallery_shows_the_new_models_resu
     by_label(at.selectbox, "Model").set_value(str(b)).run()
     assert not problems(at), problems(at)
     frames_b = at.session_state["_memo:interp"][1][1]
-    model_b, _ = load_model(b)
-    model_b.set_channels_last(True)  # as the app runs it
+    model_b, _ = state._load(str(b), state.stamp(b))  # the very model object the app used
     images = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).images
     labels = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).labels
     ib = int(np.flatnonzero(labels != labels[0])[0])  # the page's default image B: another class

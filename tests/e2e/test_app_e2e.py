@@ -14,12 +14,11 @@ import torch
 from app_helpers import astronaut_png
 from PIL import Image
 
-from app import compute
+from app import compute, state
 from app.models import list_checkpoints, load_gallery
 from e2e.browser import exceptions, full_screenshot, image_with_caption, settle
 from e2e.conftest import SCREENSHOTS, Network
 from e2e.server import ROOT
-from nvp_core import load_model
 
 pytestmark = pytest.mark.e2e
 
@@ -134,8 +133,7 @@ def test_pictures_arrive_as_png_with_the_decoded_pixels(
     page.goto(app_url)
     settle(page)
     ckpt = list_checkpoints(e2e_models_dir)[0]  # the model the app opens with
-    model, _ = load_model(ckpt)
-    model.set_channels_last(True)  # as the app runs it
+    model, _ = state._load(str(ckpt), state.stamp(ckpt))  # as the app loads it: the same fast path and rounding
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the app does on this machine: the same float rounding
     try:
