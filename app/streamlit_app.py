@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 # Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder beside the entry script as a
@@ -19,9 +17,8 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import compute, state  # noqa: E402
+from app import compute, state, uploads  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
-from nvp_core.fileio import atomic_write  # noqa: E402
 from nvp_core.likelihood import CONVENTION_SHORT  # noqa: E402
 
 PAGES = [
@@ -34,8 +31,6 @@ PAGES = [
     ("views/attributes.py", "Attributes", ":material/tune:"),
     ("views/how_it_works.py", "How it works", ":material/school:"),
 ]
-UPLOAD_DIR = Path(tempfile.gettempdir()) / "nvp_app_checkpoints"
-MAX_CHECKPOINT_MB = 200
 
 
 def _uploaded_checkpoint() -> Path | None:
@@ -44,6 +39,7 @@ def _uploaded_checkpoint() -> Path | None:
         "Or upload a checkpoint (.safetensors from train/)",
         key="ckpt_upload",
         help="Only .safetensors files saved by nvp_core are accepted; nothing is unpickled.",
+        max_upload_size=uploads.MAX_CHECKPOINT_MB,
     )
     if up is None:
         return None
@@ -51,18 +47,16 @@ def _uploaded_checkpoint() -> Path | None:
     if not up.name.lower().endswith(".safetensors"):
         st.error(f"{up.name} is not a .safetensors checkpoint. Upload a model saved by train/ (nvp_core.save_model).")
         return None
-    if len(data) > MAX_CHECKPOINT_MB * 2**20:
-        st.error(f"{up.name} is larger than {MAX_CHECKPOINT_MB} MB.")
+    if len(data) > uploads.MAX_CHECKPOINT_MB * 2**20:
+        st.error(f"{up.name} is larger than {uploads.MAX_CHECKPOINT_MB} MB.")
         return None
-    path = UPLOAD_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}.safetensors"
-    if not path.exists():
-        # Atomic: another session uploading the same file never reads it half-written.
-        atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+    path = uploads.store(data)  # content-addressed
     problem = state.check_checkpoint(path)
     if problem is not None:
         path.unlink(missing_ok=True)  # keep nothing that was refused
         st.error(f"Refused {up.name}: {problem.replace(path.name, up.name)}")
         return None
+    uploads.admit(path)  # the folder stays within its bound: the oldest uploads go
     return path
 
 
@@ -111,6 +105,8 @@ def sidebar() -> bool:
 
 
 def _uploaded_checkpoint_slot() -> Path | None:
+    if not uploads.enabled():  # $NVP_APP_CHECKPOINT_UPLOADS=off: a public server takes no checkpoints
+        return None
     with st.expander("Load another checkpoint", expanded=False):
         return _uploaded_checkpoint()
 

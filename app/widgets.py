@@ -18,10 +18,11 @@ from torch import Tensor
 
 from app import compute, state
 from app.state import Ctx
-from nvp_core.images import ImageError, load_image, to_array
+from nvp_core.images import MAX_BYTES, ImageError, load_image, to_array
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff"]
 SOURCES = ["Gallery", "Upload", "Sample"]
+IMAGE_UPLOAD_MB = MAX_BYTES // 2**20  # the image decoder's own limit: Streamlit refuses larger files before they arrive
 MAX_CHANNELS_SHOWN = 16
 T = TypeVar("T")
 DIVERGING = "RdBu_r"  # blue < 0 < red, white at 0
@@ -81,6 +82,7 @@ def image_input(
             f"An image file ({', '.join(IMAGE_TYPES[:5])}, …)",
             type=IMAGE_TYPES,
             key=ctx.k(f"{key}:up"),
+            max_upload_size=IMAGE_UPLOAD_MB,
         )
         invert = st.checkbox(
             "Invert (light object on dark background, as in the training data)",

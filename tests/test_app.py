@@ -149,6 +149,37 @@ def test_checkpoint_upload_refuses_anything_but_a_model(
     assert any("3×8×8 images" in c.value for c in at.sidebar.caption)
 
 
+def test_checkpoint_uploads_are_bounded_can_be_turned_off_and_uploaders_have_the_apps_limits(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, tmp_path: Path
+) -> None:
+    from app.uploads import MAX_CHECKPOINT_MB
+    from app.widgets import IMAGE_UPLOAD_MB
+    from nvp_core.images import MAX_BYTES
+
+    folder = tmp_path / "uploads"
+    monkeypatch.setenv("NVP_APP_UPLOAD_DIR", str(folder))
+    monkeypatch.setenv("NVP_APP_UPLOADS_MB", "1")
+    at = open_app(monkeypatch, fixture_dir / "grey12.safetensors")
+    up = by_label(at.sidebar.file_uploader, "checkpoint")
+    assert up.proto.max_upload_size_mb == MAX_CHECKPOINT_MB
+    for seed in range(5):  # 0.27 MB each: together over the 1 MB bound
+        ckpt = make_fixture_model(tmp_path / f"m{seed}", "big", 3, 16, 2, seed=seed)
+        by_label(at.sidebar.file_uploader, "checkpoint").set_value(
+            ("big.safetensors", ckpt.read_bytes(), "application/octet-stream")
+        ).run()
+        assert not problems(at), problems(at)
+        assert sum(p.stat().st_size for p in folder.glob("*.safetensors")) <= 2**20
+    assert len(list(folder.glob("*.safetensors"))) < 5, "the oldest uploads are removed"
+    assert any("3×16×16 images" in c.value for c in at.sidebar.caption)
+    goto(at, "encode")
+    by_label(at.radio, "Image source").set_value("Upload").run()
+    assert by_label(at.file_uploader, "An image file").proto.max_upload_size_mb == IMAGE_UPLOAD_MB == MAX_BYTES // 2**20
+    monkeypatch.setenv("NVP_APP_CHECKPOINT_UPLOADS", "off")  # a public server
+    at = open_app(monkeypatch, fixture_dir / "grey12.safetensors")
+    assert not [u for u in at.sidebar.file_uploader if "checkpoint" in u.label]
+    assert not problems(at)
+
+
 def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> None:
     """Sets ``widget`` and asserts that the image whose caption starts with ``caption_prefix`` changed."""
 

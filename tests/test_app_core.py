@@ -277,3 +277,31 @@ def test_stopping_nvp_app_stops_the_server(tmp_path: Path, sig: signal.Signals) 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+def test_checkpoint_uploads_stay_within_the_folders_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More uploads than the bound: the folder keeps the most recent ones within its total size, never the
+    file just accepted, and a file uploaded again counts as recent."""
+    from app import uploads
+
+    size = 40_000
+    limit = int(2.5 * size)
+    blobs = [bytes([i]) * size for i in range(6)]
+    kept = []
+    for i, blob in enumerate(blobs):
+        path = uploads.store(blob, tmp_path)
+        os.utime(path, ns=(10**18 + i * 10**9, 10**18 + i * 10**9))  # a clear order on any file system
+        uploads.admit(path, limit)
+        kept.append(path)
+        total = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
+        assert total <= limit and path.exists()
+    assert sorted(tmp_path.glob("*.safetensors")) == sorted(kept[-2:])
+    assert uploads.store(blobs[-1], tmp_path) == kept[-1]  # content-addressed: the same file
+    # The bound is a setting; bad values fall back to the default.
+    monkeypatch.setenv("NVP_APP_UPLOADS_MB", "3")
+    assert uploads.folder_limit_bytes() == 3 * 2**20
+    monkeypatch.setenv("NVP_APP_UPLOADS_MB", "lots")
+    assert uploads.folder_limit_bytes() == uploads.DEFAULT_FOLDER_MB * 2**20
+    for value, on in (("", True), ("1", True), ("off", False), ("0", False), ("No", False)):
+        monkeypatch.setenv("NVP_APP_CHECKPOINT_UPLOADS", value)
+        assert uploads.enabled() is on

@@ -79,6 +79,7 @@ else:
                 type=widgets.IMAGE_TYPES,
                 accept_multiple_files=True,
                 key=ctx.k(f"at_up_{name}"),
+                max_upload_size=widgets.IMAGE_UPLOAD_MB,
             )
             idx = st.text_input(
                 f"…and/or gallery indices for '{name}' (e.g. 3, 17, 42)",
