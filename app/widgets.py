@@ -34,6 +34,13 @@ def level_name(ctx: Ctx, level: int) -> str:
     return f"level {level}{tag}"
 
 
+def level_range(first: int, last: int) -> str:
+    """Levels ``first`` … ``last`` as people write them: "2", "1–3", or "none" when empty."""
+    if last < first:
+        return "none"
+    return str(first) if first == last else f"{first}–{last}"
+
+
 def image_input(
     ctx: Ctx, key: str, label: str, default_index: int = 0, default_source: str = "Gallery", preview: bool = True
 ) -> state.Picked | None:
@@ -63,14 +70,16 @@ def image_input(
         )
         pool = np.arange(len(g.images)) if cls < 0 else np.flatnonzero(g.labels == cls)
         n = len(pool)
+        name = "any" if cls < 0 else (g.class_names[cls] if cls < len(g.class_names) else str(cls))
         j = c2.number_input(
-            f"Gallery image (0–{n - 1})",
+            f"Gallery image (0–{n - 1})" if cls < 0 else f"Gallery image (0–{n - 1} of the {n} {name} images)",
             0,
             n - 1,
             min(default_index, n - 1) if cls < 0 else 0,
             key=ctx.k(f"{key}:idx:{cls}"),
             persist_state="session",
-            help="Test-split images that ship with the model" + ("." if cls < 0 else ", of this class."),
+            help="Test-split images that ship with the model."
+            + ("" if cls < 0 else f" Numbered within the class: {n} of the gallery's {len(g.images)} images."),
         )
         idx = int(pool[int(j)])
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
@@ -85,7 +94,7 @@ def image_input(
             max_upload_size=IMAGE_UPLOAD_MB,
         )
         invert = st.checkbox(
-            "Invert (light object on dark background, as in the training data)",
+            "Invert (light on dark, as in training)",
             value=ctx.dark_background,
             key=ctx.k(f"{key}:inv"),
             persist_state="session",

@@ -180,6 +180,30 @@ def test_checkpoint_uploads_are_bounded_can_be_turned_off_and_uploaders_have_the
     assert not problems(at)
 
 
+def test_teaching_polish_says_things_in_words(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """Issue 13's polish: an exact reconstruction is said in words (not a black square); level ranges read "2",
+    not "2–2"; choosing a class says the numbering restarts; Sample has a new-seed button; the invertibility
+    table has levels only."""
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "encode")  # 2 levels
+    assert not [c for c in image_urls(at) if c.startswith("pixels that differ")]
+    assert any("Pixels that differ between x and f⁻¹(f(x)): none" in c.value for c in at.caption)
+    by_label(at.selectbox, "Class").set_value(1).run()
+    assert by_label(at.number_input, "Gallery image").label == "Gallery image (0–19 of the 20 ring images)"
+    goto(at, "scales")
+    table = at.dataframe[0].value
+    assert list(table["kept levels"]) == ["1–2", "2", "none"]
+    assert list(table["drawn afresh"]) == ["none", "1", "1–2"]
+    assert any("kept levels: 1–2, 2, none" in c for c in image_urls(at))
+    assert any(c.startswith("A | 1 from B | B (all levels)") for c in image_urls(at)), list(image_urls(at))
+    goto(at, "sample")
+    by_label(at.button, "New seed").click().run()
+    assert by_label(at.number_input, "Seed").value != 0
+    goto(at, "how_it_works")
+    inv = next(d.value for d in at.dataframe if "max |z − f(f⁻¹(z))|" in d.value.columns)
+    assert list(inv["level"]) == ["level 1 (finest)", "level 2 (coarsest)"]
+    assert any("max |x − f⁻¹(f(x))|" in c.value for c in at.caption)
+
+
 def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> None:
     """Sets ``widget`` and asserts that the image whose caption starts with ``caption_prefix`` changed."""
 

@@ -33,14 +33,14 @@ bpd = float(compute.bits_per_dim(model, image[None], index)[0])
 err, pix_err, rec = compute.reconstruction_error(model, image, zs)
 
 with right:
-    widgets.show_images(
-        [image, rec, np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255],
-        [
-            f"x: {desc}, as the model sees it ({ctx.channels}×{ctx.size}×{ctx.size})",
-            "f⁻¹(f(x)): reconstruction",
-            "pixels that differ (white)" if pix_err else "pixels that differ: none",
-        ],
-    )
+    shown = [image, rec]
+    captions = [f"x: {desc}, as the model sees it ({ctx.channels}×{ctx.size}×{ctx.size})", "f⁻¹(f(x)): reconstruction"]
+    if pix_err:  # an all-black picture would say "none" less clearly than words do
+        shown.append(np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255)
+        captions.append("pixels that differ (white)")
+    widgets.show_images(shown, captions)
+    if not pix_err:
+        st.caption("Pixels that differ between x and f⁻¹(f(x)): none, every pixel is reconstructed exactly.")
     c1, c2 = st.columns(2)
     with c1:
         st.metric("max |x − f⁻¹(f(x))|", f"{err:.1e}", help="On the model's continuous input in (0, 1).")

@@ -18,10 +18,16 @@ st.caption(
 )
 
 
+def _new_seed() -> None:
+    # A fresh, unpredictable seed each click; the seed shown stays the one that made the grid, so it can be noted.
+    st.session_state[ctx.k("sa_seed")] = int(np.random.default_rng().integers(0, 2**31 - 1))
+
+
 @st.fragment
 def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k("sa_seed"), persist_state="session")
+    c1.button("New seed", key=ctx.k("sa_new_seed"), on_click=_new_seed, help="Draws a random seed: another grid.")
     n = c2.slider("Grid side", 2, 10, 6, key=ctx.k("sa_n"), persist_state="session")
     with c3:
         tcols = st.columns(L)

@@ -31,9 +31,9 @@ with right:
     st.dataframe(
         [
             {
-                "kept levels": (f"{k}–{L}" if k <= L else "none"),
+                "kept levels": widgets.level_range(k, L),
                 "share of dims kept": f"{100 * f:.1f}%",
-                "drawn afresh": (f"1–{k - 1}" if k > 1 else "none"),
+                "drawn afresh": widgets.level_range(1, k - 1),
             }
             for k, f in compute.keep_fractions(model)
         ],
@@ -58,7 +58,8 @@ def resample_view(z: list, key: str) -> None:
 
     frames, batch = widgets.memo(ctx, "scales", (key, temp, draws, int(seed)), run)
     heads = " | ".join(f"{100 * f:.0f}% kept" for _, f in fracs)
-    mosaic = widgets.strip(frames, f"columns: {heads} (levels ≥ k kept, k = 1 … {L + 1})", ncol=len(fracs), cell=110)
+    caption = f"columns: {heads} (kept levels: {', '.join(widgets.level_range(k, L) for k, _ in fracs)})"
+    mosaic = widgets.strip(frames, caption, ncol=len(fracs), cell=110)
     widgets.result_downloads(ctx, "scales", mosaic, batch)
 
 
@@ -72,6 +73,6 @@ if other is not None:
     mixes = [swap_levels(z, zb, list(range(1, j + 1))) for j in range(0, L + 1)]
     batch = [torch.cat([m[lv] for m in mixes]) for lv in range(L)]
     frames = compute.decode(model, batch)
-    labels = ["A"] + [f"1–{j} from B" if j > 1 else "1 from B" for j in range(1, L)] + ["B (all levels)"]
+    labels = ["A"] + [f"{widgets.level_range(1, j)} from B" for j in range(1, L)] + ["B (all levels)"]
     mix = widgets.strip(frames, " | ".join(labels), cell=120)
     widgets.result_downloads(ctx, "mix", mix, batch, label="Mix")
