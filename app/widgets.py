@@ -42,7 +42,13 @@ def level_range(first: int, last: int) -> str:
 
 
 def image_input(
-    ctx: Ctx, key: str, label: str, default_index: int = 0, default_source: str = "Gallery", preview: bool = True
+    ctx: Ctx,
+    key: str,
+    label: str,
+    default_index: int = 0,
+    default_source: str = "Gallery",
+    preview: bool = True,
+    horizontal: bool = True,
 ) -> state.Picked | None:
     """Lets the user pick an image: from the gallery, an upload (any common format), or a model sample.
 
@@ -54,7 +60,7 @@ def image_input(
         label,
         sources,
         index=sources.index(default_source) if default_source in sources else 0,
-        horizontal=True,
+        horizontal=horizontal,  # False in narrow columns, where three options in a row wrap
         key=ctx.k(f"{key}:src"),
         persist_state="session",
     )

@@ -182,8 +182,8 @@ def test_checkpoint_uploads_are_bounded_can_be_turned_off_and_uploaders_have_the
 
 def test_teaching_polish_says_things_in_words(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
     """Issue 13's polish: an exact reconstruction is said in words (not a black square); level ranges read "2",
-    not "2–2"; choosing a class says the numbering restarts; Sample has a new-seed button; the invertibility
-    table has levels only."""
+    not "2–2"; choosing a class says the numbering restarts; Manifold's corner pickers do not wrap and its grid
+    names φ and φ′; Sample has a new-seed button; the invertibility table has levels only."""
     at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "encode")  # 2 levels
     assert not [c for c in image_urls(at) if c.startswith("pixels that differ")]
     assert any("Pixels that differ between x and f⁻¹(f(x)): none" in c.value for c in at.caption)
@@ -195,6 +195,9 @@ def test_teaching_polish_says_things_in_words(monkeypatch: pytest.MonkeyPatch, f
     assert list(table["drawn afresh"]) == ["none", "1", "1–2"]
     assert any("kept levels: 1–2, 2, none" in c for c in image_urls(at))
     assert any(c.startswith("A | 1 from B | B (all levels)") for c in image_urls(at)), list(image_urls(at))
+    goto(at, "manifold")
+    assert not by_label(at.radio, "top left").proto.horizontal  # three options in a narrow column would wrap
+    assert any("rows φ = 0 … π/2" in c and "columns φ′" in c for c in image_urls(at))
     goto(at, "sample")
     by_label(at.button, "New seed").click().run()
     assert by_label(at.number_input, "Seed").value != 0
@@ -304,6 +307,9 @@ def test_how_it_works_numbers_match_nvp_core(monkeypatch: pytest.MonkeyPatch, fi
     specs = plotly_specs(at)
     water = next(s for s in specs if s["data"][0]["type"] == "waterfall")["data"][0]
     total = plotly_array(water["y"])[-1]
+    # One bar per scale (and the logit layer), the priors, +8 and the total, which is printed on its bar.
+    assert len(water["x"]) == 1 + model.config.num_scales + model.num_levels + 2
+    assert water["text"][-1] == f"{total:.3f}"
     bpd = float(fixed_noise_bits_per_dim(model, image)[0])
     parts = fixed_noise_breakdown(model, image)
     assert total == pytest.approx(bpd, abs=1e-3)

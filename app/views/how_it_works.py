@@ -112,22 +112,24 @@ st.header("4 · Where the bits go")
 D = model.dim
 to_bits = 1.0 / (D * math.log(2.0))
 prior = [float(-standard_normal_logprob(z)[0]) * to_bits for z in zs_trace]
-layers = [r for r in layer_rows if not r.layer.startswith("factor out")]  # factoring out has no log-det
+# One bar per scale (its layers are in the table above): ~45 per-layer bars would be unreadable.
+by_scale: dict[int, float] = {}
+for r in layer_rows:
+    by_scale[r.scale] = by_scale.get(r.scale, 0.0) - float(r.logdet[0]) * to_bits
 names = (
-    [
-        f"{k:02d} " + (f"s{r.scale}: " if r.scale else "") + r.layer.replace("checkerboard", "checker.")
-        for k, r in enumerate(layers)
-    ]
+    [layer_rows[0].layer if s == 0 else f"scale {s} layers" for s in by_scale]
     + [f"prior, {widgets.level_name(ctx, lv)}" for lv in range(1, L + 1)]
     + ["+8 (1/256 bins)"]
 )
-vals = [-float(r.logdet[0]) * to_bits for r in layers] + prior + [8.0]
+vals = list(by_scale.values()) + prior + [8.0]
 total = sum(vals)
 fig = go.Figure(
     go.Waterfall(
         x=[*names, "bits/dim"],
         y=[*vals, total],
         measure=["relative"] * len(vals) + ["total"],
+        text=[f"{v:+.3f}" for v in vals] + [f"{total:.3f}"],
+        textposition="outside",
         increasing={"marker": {"color": "#d62728"}},
         decreasing={"marker": {"color": "#2ca02c"}},
         totals={"marker": {"color": "#1f77b4"}},
@@ -135,18 +137,19 @@ fig = go.Figure(
     )
 )
 fig.update_layout(
-    height=520,
-    margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    height=460,
+    margin={"l": 10, "r": 10, "t": 30, "b": 10},
     yaxis_title="bits/dim",
     showlegend=False,
-    xaxis={"tickangle": -60, "tickfont": {"size": 9}},
+    xaxis={"tickangle": 0 if len(names) <= 8 else -30},
 )
 st.plotly_chart(fig, key="waterfall")
 bpd = float(compute.bits_per_dim(model, image[None], index)[0])
 st.metric("bits/dim of this image", f"{bpd:.3f}", help=CONVENTION)
 st.caption(
-    f"bits/dim = (−log p_Z(z) − Σ log-dets)/(D ln 2) + 8, layer by layer ({CONVENTION}; the same number as on the "
-    "Encode page). Green bars are layers that expand volume (log-det > 0) and so lower the bits; red ones cost bits."
+    f"bits/dim = (−log p_Z(z) − Σ log-dets)/(D ln 2) + 8, scale by scale ({CONVENTION}; the same number as on the "
+    "Encode page; each layer's log-det is in the table above). Green bars expand volume (log-det > 0) and so lower "
+    "the bits; red ones cost bits."
 )
 c1, c2 = st.columns(2)
 with c1:

@@ -22,7 +22,7 @@ start = widgets.distinct_examples(ctx, 4)
 names = ["top left (z₁)", "top right (z₂)", "bottom left (z₃)", "bottom right (z₄)"]
 for i, col in enumerate(cols):
     with col:
-        corners.append(widgets.image_input(ctx, f"mf{i}", names[i], default_index=start[i]))
+        corners.append(widgets.image_input(ctx, f"mf{i}", names[i], default_index=start[i], horizontal=False))
 if any(c is None for c in corners):
     st.stop()
 zs4 = [compute.encode(model, c[0][None]) for c in corners]
@@ -40,7 +40,10 @@ def grid_view(zs4: list, key: str) -> None:
     frames = widgets.memo(
         ctx, "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
     )
-    caption = f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}"
+    caption = (
+        f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}: rows φ = 0 … π/2 (top to bottom), "
+        "columns φ′ = 0 … π/2 (left to right)"
+    )
     mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))
     widgets.result_downloads(ctx, "manifold", mosaic, lambda: manifold(*zs4, n, levels=levels), levels=np.array(levels))
 
