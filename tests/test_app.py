@@ -207,6 +207,18 @@ def test_teaching_polish_says_things_in_words(monkeypatch: pytest.MonkeyPatch, f
     assert any("max |x − f⁻¹(f(x))|" in c.value for c in at.caption)
 
 
+def test_latent_map_classes_visible_and_the_low_variance_explained(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    import plotly
+
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "latent_map")
+    spec = plotly_specs(at)[0]
+    colours = [t["marker"].get("color") for t in spec["data"] if t.get("name") in ("blob", "ring")]
+    assert colours == list(plotly.colors.qualitative.D3[:2])  # no pale yellow dots on white
+    assert any("nearly isotropic" in c.value and "of the variance" in c.value for c in at.caption)
+
+
 def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> None:
     """Sets ``widget`` and asserts that the image whose caption starts with ``caption_prefix`` changed."""
 
