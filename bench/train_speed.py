@@ -34,6 +34,7 @@ class Variant:
 VARIANTS: dict[str, Variant] = {
     "fp32-nchw": Variant("fp32-nchw"),
     "fp32-cl": Variant("fp32-cl", channels_last=True),
+    "bf16-nchw": Variant("bf16-nchw", compute_dtype=torch.bfloat16),
     "bf16-cl": Variant("bf16-cl", channels_last=True, compute_dtype=torch.bfloat16),
     "fp32-cl-compiled": Variant("fp32-cl-compiled", channels_last=True, compile=True),
     "bf16-cl-compiled": Variant("bf16-cl-compiled", channels_last=True, compute_dtype=torch.bfloat16, compile=True),
