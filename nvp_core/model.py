@@ -200,10 +200,13 @@ class RealNVP(nn.Module):
     def sample_latents(
         self, n: int, temperature: Temperature = 1.0, generator: torch.Generator | None = None
     ) -> list[Tensor]:
-        """``n`` draws of every level from the prior, level ``l`` scaled by its temperature."""
+        """``n`` draws of every level from the prior, level ``l`` scaled by its temperature. The draws are
+        made on ``generator``'s device (a CPU generator gives the same latents for a model on any device), then
+        moved to the model's."""
         device, dtype = self._device_probe.device, self._device_probe.dtype
+        drawn_on = device if generator is None else generator.device
         return [
-            torch.randn((n, *shape), generator=generator, device=device, dtype=dtype) * t
+            (torch.randn((n, *shape), generator=generator, device=drawn_on, dtype=dtype) * t).to(device)
             for shape, t in zip(self.latent_shapes, self._temperatures(temperature), strict=True)
         ]
 

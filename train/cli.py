@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda if available")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    g.add_argument("--resnet-bn", choices=("local", "sync"), default="local",
+                   help="several processes: the s,t ResNets' batch norms use each process's own batch (local, "
+                   "running averages averaged at every save) or SyncBatchNorm (sync, GPUs only, slower); the "
+                   "flow's own batch norm is always synced. Default local")  # fmt: skip
     g.add_argument("--eval-limit", type=int, help="evaluate on the first N test images only (0 = all)")
     g.add_argument("--bn-recalibration", dest="bn_recalibration_batches", type=int,
                    help="at the end, recompute batch-norm averages of the best model over N training batches "
@@ -127,6 +131,7 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, RunOptions, argpa
         progress=not args.no_progress,
         checkpoint_minutes=args.checkpoint_minutes,
         stop_after=args.stop_after,
+        resnet_bn=args.resnet_bn,
     )
     if args.stop_after < 0 or (args.threads is not None and args.threads < 1):
         raise ValueError("--stop-after must be >= 0 and --threads >= 1")

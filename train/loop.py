@@ -3,6 +3,7 @@ evaluation, a sample grid, metrics and checkpoints after each epoch."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, fields
@@ -20,7 +21,7 @@ from nvp_core.fileio import remove_stale_temps
 
 from .config import TrainConfig
 from .data import Splits, load_dataset
-from .distributed import DistInfo, init_distributed, resolve_device, shutdown
+from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
 from .schedule import budget_progress, learning_rate
@@ -31,6 +32,13 @@ MAX_BAD_STEPS = 25  # consecutive non-finite steps before the run gives up
 
 class TrainingError(RuntimeError):
     """The run cannot go on (e.g. the loss keeps diverging); the message says why and what to try."""
+
+
+def diverged(what: str) -> TrainingError:
+    return TrainingError(
+        f"{what}: training diverged. Try a smaller --lr, a smaller --grad-clip, or --precision fp32; resume from "
+        "the last checkpoint (--resume)"
+    )
 
 
 @dataclass
@@ -46,6 +54,14 @@ class RunOptions:
     progress: bool = True
     checkpoint_minutes: float = 10.0
     stop_after: int = 0  # stop this invocation after that many steps, leaving a resume state
+    # Under DDP: "local" = each process normalises the s,t ResNets with its own batch (running averages are
+    # averaged over the processes before every evaluation and checkpoint); "sync" = SyncBatchNorm (GPUs only;
+    # two collectives and a host sync per ResNet batch norm per step). The flow's own batch norm, which
+    # defines the density, is always synced exactly.
+    resnet_bn: str = "local"
+    # Read the loss and the non-finite flag from the device only every --log-every steps (None: on CUDA);
+    # see _train. On a CPU reading them is free, and each step is checked as it ends.
+    deferred_checks: bool | None = None
 
 
 def resolve_precision(
@@ -63,21 +79,25 @@ def resolve_precision(
     return choice.path.dtype
 
 
-def build_optimizer(model: RealNVP, cfg: TrainConfig) -> torch.optim.Adam:
+def build_optimizer(model: RealNVP, cfg: TrainConfig, fused: bool = False) -> torch.optim.Adam:
     """Adam with the paper's L2 applied, as coupled weight decay in its own parameter group (the same as a
-    loss term ``l2/2 * ||p||^2``), to the weight-norm scales and the coupling scale factors only."""
+    loss term ``l2/2 * ||p||^2``), to the weight-norm scales and the coupling scale factors only. ``fused``:
+    one kernel per step, which can skip a step on a device flag (``optimizer.found_inf``) without a host sync."""
     reg = {id(p) for p in model.regularized_parameters()}
     decayed = [p for p in model.parameters() if id(p) in reg]
     plain = [p for p in model.parameters() if id(p) not in reg]
     groups = [{"params": decayed, "weight_decay": cfg.l2}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=True if fused else None)
 
 
-def train_batch(splits: Splits, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Dequantised (and, where the dataset uses them, randomly flipped) training images, float32."""
-    x = splits.train[idx]
+def train_batch(
+    splits: Splits, idx: torch.Tensor, gen: torch.Generator, images: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dequantised (and, where the dataset uses them, randomly flipped) training images, float32, on the
+    device of ``images`` (default ``splits.train``); ``idx`` and ``gen`` live on that device too."""
+    x = (splits.train if images is None else images)[idx]
     if splits.flip:
-        flip = torch.rand(len(idx), generator=gen) < 0.5
+        flip = torch.rand(len(idx), generator=gen, device=gen.device).to(x.device) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     return dequantize(x, gen)
 
@@ -135,6 +155,82 @@ def max_diff_across_ranks(tensors: list[torch.Tensor]) -> float:
     return float(diff)
 
 
+class BufferGuard:
+    """The floating-point buffers (batch-norm running averages) before a step, to undo what a skipped step
+    did to them without asking the host: :meth:`keep_if` selects, on the device, the new or the saved
+    values. (Integer counters, ``num_batches_tracked``, are not restored; nothing here reads them.)"""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.buffers = [b for b in model.buffers() if b.is_floating_point() and b.numel()]
+        self.saved: torch.Tensor | None = None
+
+    def save(self) -> None:
+        self.saved = torch.cat([b.detach().reshape(-1) for b in self.buffers])
+
+    @torch.no_grad()
+    def keep_if(self, ok: torch.Tensor) -> None:
+        assert self.saved is not None
+        now = torch.cat([b.reshape(-1) for b in self.buffers])
+        chosen = torch.where(ok, now, self.saved).split([b.numel() for b in self.buffers])
+        values = [c.view_as(b).to(b.dtype) for c, b in zip(chosen, self.buffers, strict=True)]
+        torch._foreach_copy_(self.buffers, values)
+
+
+def step_on_device(
+    net: torch.nn.Module,
+    model: RealNVP,
+    x: torch.Tensor,
+    optimizer: torch.optim.Adam,
+    guard: BufferGuard,
+    params: list[torch.nn.Parameter],
+    grad_clip: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training step that never waits for the device: a non-finite loss or gradient norm skips it on the
+    device (the fused Adam step reads ``found_inf``; the batch-norm averages are selected back). ``optimizer``
+    must be fused (:func:`build_optimizer` with ``fused=True``). Returns the loss and the "step taken" flag."""
+    guard.save()
+    loss = loss_bits_per_dim(net, model, x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
+    optimizer.found_inf = (~ok).float()  # type: ignore[attr-defined]
+    optimizer.step()
+    guard.keep_if(ok)
+    return loss, ok
+
+
+class StepTally:
+    """The loss sum of the good steps, the counts of good and skipped (non-finite) steps, and the longest run
+    of skipped steps since the last :meth:`read`, kept on the device: reading them is the one host sync."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.run = torch.zeros((), dtype=torch.int64, device=device)
+        self.worst = torch.zeros((), dtype=torch.int64, device=device)
+
+    @torch.no_grad()
+    def add(self, loss: torch.Tensor, ok: torch.Tensor) -> None:
+        okd = ok.double()
+        self.sums += torch.stack([torch.where(ok, loss.detach().double(), 0.0), okd, 1.0 - okd])
+        self.run = torch.where(ok, 0, self.run + 1)
+        self.worst = torch.maximum(self.worst, self.run)
+
+    def read(self) -> tuple[float, int, int, int]:
+        """``(loss sum, good steps, skipped steps, longest run of skipped steps)``, then starts afresh."""
+        loss_sum, good, skipped = self.sums.tolist()
+        worst = int(self.worst)
+        self.sums.zero_()
+        self.worst.copy_(self.run)
+        return loss_sum, int(good), int(skipped), worst
+
+
+def _no_buffer_sync() -> dict[str, bool]:
+    """DDP's option to not broadcast rank 0's buffers before every forward (its name changed in torch 2.13)."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
 def average_buffers(model: torch.nn.Module, world: int) -> None:
     """Averages the floating-point buffers over the processes. The s,t ResNets' batch norms see only their
     own process's batches (SyncBatchNorm needs a GPU), so their running averages differ slightly between
@@ -150,21 +246,40 @@ def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     """Runs (or resumes) training; returns the final metrics. Raises ValueError for bad settings or data
     (shown to the user as they are) and :class:`TrainingError` when training diverges."""
     # --- processes, device, data --------------------------------------------------------------
+    resolve_device(opts.device, DistInfo())  # a bad --device is a message before any process group exists
     want_cuda = opts.device == "cuda" or (opts.device == "auto" and torch.cuda.is_available())
     dist_info = init_distributed("cuda" if want_cuda else "cpu")
+    ok = False
     try:
-        return _train(cfg, opts, dist_info)
+        result = _train(cfg, opts, dist_info)
+        ok = True
+        return result
     finally:
-        shutdown(dist_info)
+        shutdown(dist_info, ok)  # after an error: no barrier, the other ranks may be in another collective
 
 
 def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     device = resolve_device(opts.device, di)
     if cfg.batch_size % di.world:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {di.world}")
+    if opts.resnet_bn not in ("local", "sync"):
+        raise ValueError(f"--resnet-bn must be local or sync, got {opts.resnet_bn!r}")
+    if opts.resnet_bn == "sync" and di.enabled and device.type != "cuda":
+        raise ValueError("--resnet-bn sync needs GPUs (SyncBatchNorm); on CPU use --resnet-bn local")
     local_batch = cfg.batch_size // di.world
+    deferred = device.type == "cuda" if opts.deferred_checks is None else opts.deferred_checks
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
+        if cfg.precision == "fp32":  # float32 means float32, not TF32 (evaluation turns TF32 off as well)
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(cfg.seed)
-    splits = load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
+
+    def load() -> Splits:
+        return load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
+
+    # torchvision datasets download on first use: one process per machine downloads, the others wait.
+    downloads = cfg.dataset in ("mnist", "fashion-mnist", "cifar10", "celeba")
+    splits = local_main_first(di, load) if downloads else load()
     if len(splits.train) < cfg.batch_size:
         raise ValueError(f"only {len(splits.train)} training images, fewer than --batch-size {cfg.batch_size}")
     test_images = splits.test[: cfg.eval_limit] if cfg.eval_limit else splits.test
@@ -173,15 +288,18 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
     compute_dtype = resolve_precision(cfg.precision, device, model, local_batch)  # and the layout
     model.set_compute_dtype(compute_dtype)
-    optimizer = build_optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg, fused=deferred)
     net: torch.nn.Module = model
     if di.enabled:
         model.set_sync_batchnorm(True)  # the flow's batch norm is part of the density: all-reduce its statistics
-        if device.type == "cuda":
-            # SyncBatchNorm needs a GPU; on CPU (gloo) each process normalises the s,t ResNets with its own
-            # batch, and DDP broadcasts rank 0's running averages so that the ranks' models stay identical.
+        if opts.resnet_bn == "sync":
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+        # The s,t ResNets' running averages are not broadcast from rank 0 at every step: with "local" each
+        # process keeps its own and average_buffers takes their mean before every evaluation and save; with
+        # "sync" they are equal anyway. The flow's batch norms see the global batch on every rank.
+        net = DistributedDataParallel(
+            net, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
+        )
 
     sampler = DistributedSampler(
         range(len(splits.train)), num_replicas=di.world, rank=di.rank, shuffle=True, seed=cfg.seed, drop_last=True
@@ -191,7 +309,11 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     if cfg.epochs:
         total_steps = min(total_steps or 10**12, cfg.epochs * steps_per_epoch)
     max_seconds = cfg.max_minutes * 60.0
-    noise_gen = torch.Generator().manual_seed(cfg.seed * 1000 + di.rank)
+    # On a GPU the uint8 training set lives on the device and the noise is drawn there: a batch is gathered,
+    # flipped and dequantised without the host. (CPU runs draw the same numbers as they always did.)
+    noise_device = device if device.type == "cuda" else torch.device("cpu")
+    train_images = splits.train.to(device) if device.type == "cuda" else splits.train
+    noise_gen = torch.Generator(device=noise_device).manual_seed(cfg.seed * 1000 + di.rank)
 
     # --- counters, resume ---------------------------------------------------------------------
     step, epoch, batch_in_epoch, elapsed_before, best_bpd = 0, 0, 0, 0.0, math.inf
@@ -205,12 +327,27 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
                 f"--resume: the settings differ from the run in {opts.out}; resume with the same flags "
                 f"(saved: {counters.get('train_config')})"
             )
+        # A state without these was written by a single CPU process.
+        saved_world, saved_noise = int(counters.get("world_size", 1)), counters.get("noise_device", "cpu")
+        if saved_world != di.world:
+            how = "without torchrun" if saved_world == 1 else f"with torchrun --nproc_per_node={saved_world}"
+            raise ValueError(
+                f"--resume: the run in {opts.out} was trained by {saved_world} process(es), this job has "
+                f"{di.world}; the data order and noise streams depend on it. Resume it {how}, or start a new run"
+            )
+        if saved_noise != noise_device.type or f"noise{di.rank}" not in counters["rng"]:
+            raise ValueError(
+                f"--resume: the run in {opts.out} drew its noise on {saved_noise}; "
+                f"resume it with --device {saved_noise}"
+            )
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(optim_sd)
         step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
         elapsed_before, best_bpd = counters["elapsed_s"], counters["best_bpd"]
         torch.set_rng_state(counters["rng"]["torch"])
         noise_gen.set_state(counters["rng"][f"noise{di.rank}"])
+        if (total_steps and step >= total_steps) or (max_seconds and elapsed_before >= max_seconds):
+            return {"step": step, "best_bpd": best_bpd, "nothing_to_do": True}
     out = opts.out
     metrics = MetricsWriter(out, enabled=di.is_main)
     if di.is_main:
@@ -220,7 +357,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         metrics.note(
             f"{'resumed' if opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
             f"{len(test_images)} test images {list(splits.train.shape[1:])}, "
-            f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}, "
+            f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}"
+            + (f" ({backend_for(device.type)}, s,t ResNet batch norm {opts.resnet_bn})" if di.enabled else "")
+            + ", "
             f"compute {compute_dtype or torch.float32}"
             + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
             + (f", {len(stale)} temporary files of an interrupted write removed" if stale else "")
@@ -255,13 +394,15 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             "elapsed_s": elapsed(),
             "best_bpd": best_bpd,
             "train_config": cfg.to_dict(),
+            "world_size": di.world,
+            "noise_device": noise_device.type,
         }
         save_state(out, model, optimizer, states, counters)
 
     def evaluate_and_save(train_bpd: float, images_per_s: float, final: bool = False) -> float:
         if di.enabled:
             average_buffers(model, di.world)
-        test_bpd = eval_bits_per_dim(model, test_images.to(device), di.rank, di.world)
+        test_bpd = eval_bits_per_dim(model, test_images, di.rank, di.world)  # noise drawn on the CPU
         record = {
             "step": step,
             "epoch": round(step * cfg.batch_size / len(splits.train), 4),
@@ -294,42 +435,68 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     stop_at = step + opts.stop_after if opts.stop_after else 0
     done = bool((total_steps and step >= total_steps) or (max_seconds and elapsed() >= max_seconds))
     interrupted = False
+    # Deferred checks (on a GPU): a non-finite step is skipped on the device (the fused Adam step reads the
+    # flag, the batch-norm averages are selected back) and still counts as a step; the loss sums and the skip
+    # counts are read every --log-every steps, which is when a skip is logged and divergence stops the run.
+    guard, tally = (BufferGuard(model), StepTally(device)) if deferred else (None, None)
+    last_read = step
+
+    def read_tally() -> None:
+        nonlocal window_loss, window_n, smooth_loss, last_read
+        if tally is None or step == last_read:
+            return
+        loss_sum, good, skipped, worst = tally.read()
+        window_loss, window_n = window_loss + loss_sum, window_n + good
+        smooth_loss = loss_sum / good if good else smooth_loss
+        if skipped:
+            metrics.note(f"steps {last_read + 1}..{step}: {skipped} non-finite loss or gradient; skipped")
+        last_read = step
+        if worst >= MAX_BAD_STEPS:
+            raise diverged(f"{worst} non-finite steps in a row before step {step}")
+
     while not done:
         sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler))
+        order = torch.tensor(list(sampler)).to(train_images.device)
         for b in range(batch_in_epoch, steps_per_epoch):
             now = synced_elapsed(di, elapsed())  # every rank takes time decisions on rank 0's clock
             progress = budget_progress(step, now, total_steps, max_seconds)
             lr = learning_rate(cfg.lr, step, cfg.warmup_steps, progress, cfg.schedule, cfg.min_lr_ratio)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x = train_batch(splits, order[b * local_batch : (b + 1) * local_batch], noise_gen).to(device)
-            buffers = [buf.clone() for buf in model.buffers()]
-            loss = loss_bits_per_dim(net, model, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            x = train_batch(splits, order[b * local_batch : (b + 1) * local_batch], noise_gen, train_images)
+            x = x.to(device)
             batch_in_epoch = b + 1
-            if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                # Skip the step, and undo what the bad batch did to the running averages.
-                for buf, saved in zip(model.buffers(), buffers, strict=True):
-                    buf.copy_(saved)
-                bad_in_row += 1
-                metrics.note(f"step {step}: non-finite loss or gradient ({loss.item()}, {grad_norm.item()}); skipped")
-                if bad_in_row >= MAX_BAD_STEPS:
-                    raise TrainingError(
-                        f"{bad_in_row} non-finite steps in a row at step {step}: training diverged. Try a smaller "
-                        "--lr, a smaller --grad-clip, or --precision fp32; resume from the last checkpoint (--resume)"
+            if guard is not None and tally is not None:  # no host sync: the device decides whether to skip
+                tally.add(*step_on_device(net, model, x, optimizer, guard, params, cfg.grad_clip))
+                step += 1
+                window_images += cfg.batch_size
+                if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
+                    read_tally()
+            else:
+                buffers = [buf.clone() for buf in model.buffers()]
+                loss = loss_bits_per_dim(net, model, x)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+                    # Skip the step, and undo what the bad batch did to the running averages.
+                    for buf, saved in zip(model.buffers(), buffers, strict=True):
+                        buf.copy_(saved)
+                    bad_in_row += 1
+                    metrics.note(
+                        f"step {step}: non-finite loss or gradient ({loss.item()}, {grad_norm.item()}); skipped"
                     )
-                continue
-            bad_in_row = 0
-            optimizer.step()
-            step += 1
-            window_loss += loss.item()
-            # The bar shows a moving average of the recent loss (bits/dim); metrics get the epoch mean.
-            smooth_loss = loss.item() if smooth_loss is None else 0.95 * smooth_loss + 0.05 * loss.item()
-            window_n += 1
-            window_images += cfg.batch_size
+                    if bad_in_row >= MAX_BAD_STEPS:
+                        raise diverged(f"{bad_in_row} non-finite steps in a row at step {step}")
+                    continue
+                bad_in_row = 0
+                optimizer.step()
+                step += 1
+                window_loss += loss.item()
+                # The bar shows a moving average of the recent loss (bits/dim); metrics get the epoch mean.
+                smooth_loss = loss.item() if smooth_loss is None else 0.95 * smooth_loss + 0.05 * loss.item()
+                window_n += 1
+                window_images += cfg.batch_size
             if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
                 rate = window_images / max(1e-9, time.time() - window_t)
                 bar.set_postfix(bpd=f"{(smooth_loss or 0.0) + 8:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
@@ -348,6 +515,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             # A full epoch ended.
             epoch += 1
             batch_in_epoch = 0
+        read_tally()
         train_bpd = window_loss / max(1, window_n) + 8.0
         rate = window_images / max(1e-9, time.time() - window_t)
         if interrupted:
@@ -389,10 +557,10 @@ def _recalibrate(
     (as the new best) only if it lowers the test bits/dim."""
     best, meta = load_model(opts.out / "best.safetensors", map_location=device)
     # The checkpoint's test_bpd was measured by the same function on the same images (float32 either way).
-    before = meta["test_bpd"] if not cfg.half_checkpoint else eval_bits_per_dim(best, test_images.to(device))
+    before = meta["test_bpd"] if not cfg.half_checkpoint else eval_bits_per_dim(best, test_images)
     batches = (x.to(device) for x in recalibration_batches(splits.train, cfg.bn_recalibration_batches, 256, cfg.seed))
     recalibrate_batchnorm(best, batches)
-    after = eval_bits_per_dim(best, test_images.to(device))
+    after = eval_bits_per_dim(best, test_images)
     metrics.note(
         f"batch-norm recalibration ({cfg.bn_recalibration_batches} batches of 256): "
         f"test bits/dim {before:.4f} -> {after:.4f}"
