@@ -7,6 +7,7 @@ never modified after loading, and cached arrays are read-only. ``st.cache_resour
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import zlib
@@ -28,6 +29,9 @@ T = TypeVar("T")
 MODEL_KEY = "nvp_model_path"
 CURRENT_IMAGE = "nvp_current_image"
 GALLERY_MAX_ENV = "NVP_APP_GALLERY_MAX"
+URL_PENDING = "_url_pending"  # settings from the link the session opened with, not yet given to a widget
+URL_SEEDED = "_url_seeded"  # widget keys this run took from the link (cleared if the link does not fit)
+URL_READ = "_url_read"
 
 
 def stamp(path: Path) -> str:
@@ -85,6 +89,24 @@ class Ctx:
         """A widget key unique to this model (so a different model starts from fresh widgets)."""
         return f"{self.key}|{name}"
 
+    def s(self, name: str) -> str:
+        """The key of a *setting* (a widget whose value a page's link carries): :meth:`k`, seeded from the link the
+        session was opened with, and written back to the link (``st.query_params[name]``) whenever it has a
+        value, so the address bar always holds the view on screen."""
+        key = self.k(name)
+        pending = st.session_state.get(URL_PENDING)
+        if pending and name in pending and key not in st.session_state:
+            st.session_state[key] = pending.pop(name)
+            st.session_state.setdefault(URL_SEEDED, []).append(key)
+        if key in st.session_state:
+            try:
+                text = json.dumps(st.session_state[key], separators=(",", ":"), ensure_ascii=False)
+            except TypeError:  # not a plain value: it stays out of the link
+                return key
+            if st.query_params.get(name) != text:
+                st.query_params[name] = text
+        return key
+
 
 def current() -> Ctx:
     """The model chosen in the sidebar (``streamlit_app.py`` sets it before any page runs)."""
@@ -93,6 +115,36 @@ def current() -> Ctx:
     model, meta = _load(str(path), version)
     key = f"{path.name.removesuffix('.safetensors')}@{zlib.crc32(version.encode()):08x}"
     return Ctx(path=path, key=key, model=model, meta=meta)
+
+
+def read_link(checkpoints: list[Path]) -> None:
+    """Once per session: the link's ``model`` (a checkpoint's name in the models folder) becomes the sidebar's
+    choice, and its other parameters (JSON values) wait for the widgets of the same setting names (:meth:`Ctx.s`).
+    Values that are not JSON are ignored."""
+    if st.session_state.get(URL_READ):
+        return
+    st.session_state[URL_READ] = True
+    params = st.query_params.to_dict()
+    stem = params.pop("model", None)
+    chosen = next((p for p in checkpoints if p.name == f"{stem}.safetensors"), None) if stem else None
+    if chosen is not None:
+        st.session_state["model_choice"] = str(chosen)
+    pending = {}
+    for name, text in params.items():
+        try:
+            pending[name] = json.loads(text)
+        except ValueError:
+            continue
+    st.session_state[URL_PENDING] = pending
+
+
+def write_link_model(ctx: Ctx, shareable: bool) -> None:
+    """Puts the model's name in the link (``model``) when another browser can open it (not an upload)."""
+    stem = ctx.path.name.removesuffix(".safetensors")
+    if shareable and st.query_params.get("model") != stem:
+        st.query_params["model"] = stem
+    elif not shareable and "model" in st.query_params:
+        del st.query_params["model"]
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from app import compute, state, uploads  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
 from nvp_core.likelihood import CONVENTION_SHORT  # noqa: E402
 
+LINK_PROBLEM = "_link_problem"
 PAGES = [
     ("views/encode.py", "Encode", ":material/qr_code_scanner:"),
     ("views/interpolate.py", "Interpolate", ":material/swap_horiz:"),
@@ -69,6 +70,7 @@ def sidebar() -> bool:
     with st.sidebar:
         st.markdown("### Real NVP explorer")
         found = list_checkpoints()
+        state.read_link(found)  # a shared link names the model and the page's settings
         uploaded = _uploaded_checkpoint_slot()
         options = [str(p) for p in found] + ([str(uploaded)] if uploaded else [])
         if not options:
@@ -90,6 +92,7 @@ def sidebar() -> bool:
             return False
         st.session_state[state.MODEL_KEY] = chosen
         ctx = state.current()
+        state.write_link_model(ctx, shareable=Path(chosen) in found)
         cfg = ctx.model.config
         bpd = ctx.meta.get("test_bpd")
         st.caption(
@@ -130,11 +133,30 @@ def main() -> None:
     torch.set_num_threads(_threads())
     pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
     nav = st.navigation(pages)
+    st.session_state.pop(state.URL_SEEDED, None)  # the settings this run takes from a link, if any
     if not sidebar():
         st.title("Real NVP explorer")
         st.info("Pick or upload a model in the sidebar to start.")
         return
-    nav.run()
+    problem = st.session_state.pop(LINK_PROBLEM, None)
+    if problem:
+        st.warning(problem)
+    try:
+        nav.run()
+    except Exception as e:
+        seeded = st.session_state.pop(state.URL_SEEDED, None)
+        if not seeded:
+            raise
+        # A link made for another model or edited by hand: drop its settings, say so, and show the defaults.
+        names = [key.split("|", 1)[1] for key in seeded]
+        for key, name in zip(seeded, names, strict=True):
+            st.session_state.pop(key, None)
+            st.query_params.pop(name, None)
+        st.session_state[LINK_PROBLEM] = (
+            f"This link's settings ({', '.join(names)}) do not fit this model, so the defaults are shown "
+            f"instead. ({type(e).__name__}: {e})"
+        )
+        st.rerun()
 
 
 main()

@@ -61,7 +61,7 @@ def image_input(
         sources,
         index=sources.index(default_source) if default_source in sources else 0,
         horizontal=horizontal,  # False in narrow columns, where three options in a row wrap
-        key=ctx.k(f"{key}:src"),
+        key=ctx.s(f"{key}:src"),
         persist_state="session",
     )
     if src == "Gallery" and g is not None:
@@ -70,7 +70,7 @@ def image_input(
         cls = c1.selectbox(
             "Class",
             [-1, *present],
-            key=ctx.k(f"{key}:cls"),
+            key=ctx.s(f"{key}:cls"),
             persist_state="session",
             format_func=lambda c: "any" if c < 0 else (g.class_names[c] if c < len(g.class_names) else str(c)),
         )
@@ -82,7 +82,7 @@ def image_input(
             0,
             n - 1,
             min(default_index, n - 1) if cls < 0 else 0,
-            key=ctx.k(f"{key}:idx:{cls}"),
+            key=ctx.s(f"{key}:idx:{cls}"),
             persist_state="session",
             help="Test-split images that ship with the model."
             + ("" if cls < 0 else f" Numbered within the class: {n} of the gallery's {len(g.images)} images."),
@@ -102,7 +102,7 @@ def image_input(
         invert = st.checkbox(
             "Invert (light on dark, as in training)",
             value=ctx.dark_background,
-            key=ctx.k(f"{key}:inv"),
+            key=ctx.s(f"{key}:inv"),
             persist_state="session",
         )
         if up is None:
@@ -119,8 +119,8 @@ def image_input(
             picture(arr, 96, desc)
         return state.Picked(arr, desc)
     c1, c2 = st.columns(2)
-    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k(f"{key}:seed"), persist_state="session")
-    temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.k(f"{key}:temp"), persist_state="session")
+    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s(f"{key}:seed"), persist_state="session")
+    temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.s(f"{key}:temp"), persist_state="session")
     gen = torch.Generator().manual_seed(int(seed))
     zs = ctx.model.sample_latents(1, float(temp), generator=gen)
     arr, desc = compute.decode(ctx.model, zs)[0], f"sample (seed {int(seed)}, T={temp:.2f})"
@@ -167,7 +167,7 @@ def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None =
         label,
         opts,
         default=list(default) if default is not None else opts,
-        key=ctx.k(key),
+        key=ctx.s(key),
         persist_state="session",
         format_func=lambda lv: level_name(ctx, lv),
     )

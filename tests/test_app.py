@@ -219,6 +219,37 @@ def test_latent_map_classes_visible_and_the_low_variance_explained(
     assert any("nearly isotropic" in c.value and "of the variance" in c.value for c in at.caption)
 
 
+def test_a_pages_link_carries_its_settings_to_a_fresh_session(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    """A teacher's view lives in the address: a fresh session opened on the same link shows the same settings
+    and the same pictures; a link whose settings do not fit gets a warning and the defaults, never a traceback."""
+    at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "sample")
+    by_label(at.number_input, "Seed").set_value(11).run()
+    by_label(at.slider, "Grid side").set_value(3).run()
+    by_label(at.slider, "T, level 2").set_value(0.4).run()
+    link = dict(at.query_params)
+    assert link["model"] == "rgb16" and link["sa_seed"] == "11" and link["sa_n"] == "3", link
+    frames = at.session_state["_memo:sample"][1][0]
+
+    fresh = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # another browser: nothing in its session
+    fresh.query_params.update(link)
+    monkeypatch.setenv("NVP_MODELS_DIR", str(fixture_dir))
+    fresh.switch_page("views/sample.py").run()
+    assert not problems(fresh), problems(fresh)
+    assert any("3×16×16 images" in c.value for c in fresh.sidebar.caption)  # the link's model, not the default
+    assert by_label(fresh.number_input, "Seed").value == 11 and by_label(fresh.slider, "Grid side").value == 3
+    assert by_label(fresh.slider, "T, level 2").value == pytest.approx(0.4)
+    np.testing.assert_array_equal(fresh.session_state["_memo:sample"][1][0], frames)
+
+    bad = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    bad.query_params.update({"model": "grey12", "sa_n": "99", "sa_seed": '"x"', "junk": "{"})
+    bad.switch_page("views/sample.py").run()
+    assert not bad.exception, [e.message for e in bad.exception]
+    assert any("do not fit this model" in w.value for w in bad.warning)
+    assert by_label(bad.slider, "Grid side").value == 6 and by_label(bad.number_input, "Seed").value == 0
+
+
 def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> None:
     """Sets ``widget`` and asserts that the image whose caption starts with ``caption_prefix`` changed."""
 

@@ -23,7 +23,7 @@ st.caption(
 g = state.gallery(ctx)
 gl = state.gallery_latents(ctx)
 modes = (["Class means"] if g is not None else []) + ["Your own sets"]
-mode = st.radio("Direction from", modes, horizontal=True, key=ctx.k("at_mode"), persist_state="session")
+mode = st.radio("Direction from", modes, horizontal=True, key=ctx.s("at_mode"), persist_state="session")
 
 
 def images_from(uploads: list, indices: str, key: str) -> list[np.ndarray]:
@@ -60,7 +60,7 @@ if mode == "Class means" and g is not None and gl is not None:
             present,
             index=present.index(default),
             format_func=lambda c: names[c],
-            key=ctx.k(f"at_{end.lower()}"),
+            key=ctx.s(f"at_{end.lower()}"),
             persist_state="session",
         )
         for col, end, default in ((c1, "From", i_from), (c2, "To", i_to))
@@ -83,7 +83,7 @@ else:
             )
             idx = st.text_input(
                 f"…and/or gallery indices for '{name}' (e.g. 3, 17, 42)",
-                key=ctx.k(f"at_idx_{name}"),
+                key=ctx.s(f"at_idx_{name}"),
                 persist_state="session",
             )
             sets.append(images_from(ups, idx, name))
@@ -109,7 +109,7 @@ z = compute.encode(model, picked[0][None])
 @st.fragment
 def edit_view(z: list, direction: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
-    strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.k("at_s"), persist_state="session")
+    strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.s("at_s"), persist_state="session")
     with c2:
         levels = widgets.level_picker(ctx, "at_levels", "Apply on levels")
     if not levels:

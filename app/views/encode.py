@@ -88,7 +88,7 @@ st.caption(
 )
 interactive = st.toggle(
     "Interactive heatmaps",
-    key=ctx.k("enc_interactive"),
+    key=ctx.s("enc_interactive"),
     persist_state="session",
     help="Charts that show the value under the cursor (slower to draw than the images).",
 )

@@ -42,7 +42,7 @@ def frame_view(frames: np.ndarray) -> None:
         0,
         steps - 1,
         steps // 2,
-        key=ctx.k("ip_frame"),
+        key=ctx.s("ip_frame"),
         persist_state="session",
         help="Browses the decoded frames.",
     )
@@ -57,11 +57,11 @@ def path_view(za: list, zb: list, key: str) -> None:
             "Path",
             ["linear", "spherical"],
             horizontal=True,
-            key=ctx.k("ip_method"),
+            key=ctx.s("ip_method"),
             persist_state="session",
             help="spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
         )
-        steps = st.slider("Frames", 3, 16, 9, key=ctx.k("ip_steps"), persist_state="session")
+        steps = st.slider("Frames", 3, 16, 9, key=ctx.s("ip_steps"), persist_state="session")
     with c2:
         st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")
         presets = {
@@ -82,10 +82,10 @@ def path_view(za: list, zb: list, key: str) -> None:
         wcols = st.columns(L)
         for lv in range(1, L + 1):
             # Defaults live in session state (not in the slider call) because the presets also set them.
-            st.session_state.setdefault(ctx.k(f"ip_w{lv}"), 1.0)
+            st.session_state.setdefault(ctx.s(f"ip_w{lv}"), 1.0)  # ctx.s first: a link's weight wins
         weights = [
             wcols[lv - 1].slider(
-                widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.k(f"ip_w{lv}"), persist_state="session"
+                widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session"
             )
             for lv in range(1, L + 1)
         ]

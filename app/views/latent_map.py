@@ -32,13 +32,13 @@ choice = (
         "Latents of",
         choices,
         default="all levels",
-        key=ctx.k("lm_level"),
+        key=ctx.s("lm_level"),
         persist_state="session",
         format_func=lambda c: c if isinstance(c, str) else widgets.level_name(ctx, c),
     )
     or "all levels"
 )
-k_nn = c2.slider("Neighbours", 1, 16, 8, key=ctx.k("lm_k"), persist_state="session")
+k_nn = c2.slider("Neighbours", 1, 16, 8, key=ctx.s("lm_k"), persist_state="session")
 levels = tuple(range(1, L + 1)) if choice == "all levels" else (int(choice),)
 pca, pts = state.pca_projection(ctx.key, levels, gl)
 

@@ -31,7 +31,7 @@ zs4 = [compute.encode(model, c[0][None]) for c in corners]
 @st.fragment
 def grid_view(zs4: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
-    n = c1.slider("Grid size n", 3, 12, 7, key=ctx.k("mf_n"), persist_state="session")
+    n = c1.slider("Grid size n", 3, 12, 7, key=ctx.s("mf_n"), persist_state="session")
     with c2:
         levels = widgets.level_picker(ctx, "mf_levels", "Levels that follow the manifold")
     if not levels:

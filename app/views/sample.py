@@ -26,9 +26,9 @@ def _new_seed() -> None:
 @st.fragment
 def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
-    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k("sa_seed"), persist_state="session")
+    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s("sa_seed"), persist_state="session")
     c1.button("New seed", key=ctx.k("sa_new_seed"), on_click=_new_seed, help="Draws a random seed: another grid.")
-    n = c2.slider("Grid side", 2, 10, 6, key=ctx.k("sa_n"), persist_state="session")
+    n = c2.slider("Grid side", 2, 10, 6, key=ctx.s("sa_n"), persist_state="session")
     with c3:
         tcols = st.columns(L)
         temps = [
@@ -38,7 +38,7 @@ def sample_view() -> None:
                 1.2,
                 0.8,
                 0.05,
-                key=ctx.k(f"sa_t{lv}"),
+                key=ctx.s(f"sa_t{lv}"),
                 persist_state="session",
             )
             for lv in range(1, L + 1)

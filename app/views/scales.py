@@ -44,9 +44,9 @@ with right:
 @st.fragment
 def resample_view(z: list, key: str) -> None:
     c1, c2, c3 = st.columns(3)
-    temp = c1.slider("Temperature of the new draws", 0.0, 1.0, 0.7, 0.05, key=ctx.k("sc_t"), persist_state="session")
-    draws = c2.slider("Draws (rows)", 1, 8, 4, key=ctx.k("sc_n"), persist_state="session")
-    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.k("sc_seed"), persist_state="session")
+    temp = c1.slider("Temperature of the new draws", 0.0, 1.0, 0.7, 0.05, key=ctx.s("sc_t"), persist_state="session")
+    draws = c2.slider("Draws (rows)", 1, 8, 4, key=ctx.s("sc_n"), persist_state="session")
+    seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s("sc_seed"), persist_state="session")
     fracs = compute.keep_fractions(model)  # keep_from = 1 (everything) .. L+1 (nothing)
 
     def run() -> tuple[np.ndarray, list]:

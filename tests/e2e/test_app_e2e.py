@@ -151,3 +151,28 @@ def test_pictures_arrive_as_png_with_the_decoded_pixels(
     assert not network.not_lossless(), network.not_lossless()
     assert not network.offsite, network.offsite
     assert not exceptions(page), exceptions(page)
+
+
+def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(page, browser, app_url: str) -> None:
+    """Settings live in the address bar: the link copied after moving sliders, opened in a new browser context
+    (no shared session), shows the same strip, pixel for pixel."""
+    page.goto(f"{app_url}/interpolate")
+    settle(page)
+    image_with_caption(page, "A → B").wait_for()
+    _move_and_time(page, "Frames", "ArrowLeft", "A → B")  # 9 → 8 frames
+    _move_and_time(page, "level 1 (finest)", "ArrowLeft", "A → B")  # weight 1 → 0.95
+    page.wait_for_function("() => location.search.includes('ip_steps=8') && location.search.includes('ip_w1=0.95')")
+    link = page.url
+    caption = image_with_caption(page, "A → B").locator("xpath=../..").inner_text()
+    assert "8 frames" in caption and "0.95" in caption, caption
+    shown = _served_pixels(page, app_url, "A → B in 8 frames")
+    other = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        fresh = other.new_page()
+        fresh.set_default_timeout(60_000)
+        fresh.goto(link)
+        settle(fresh)
+        np.testing.assert_array_equal(_served_pixels(fresh, app_url, "A → B in 8 frames"), shown)
+        assert not exceptions(fresh), exceptions(fresh)
+    finally:
+        other.close()
