@@ -97,7 +97,8 @@ def records(out: Path) -> list[dict[str, Any]]:
 class Checks:
     def __init__(self, work: Path, quick: bool) -> None:
         self.work, self.quick = work, quick
-        self.small = make_folder(work / "small", 1200, 16, 1, 0)
+        # 5400 training images: 84 steps of 64 per epoch, so that the runs below evaluate only at their end.
+        self.small = make_folder(work / "small", 6000, 16, 1, 0)
         self.small_ds = f"folder:{self.small}"
         self.results: list[dict[str, Any]] = []
 

@@ -182,3 +182,31 @@ def test_a_run_refused_for_bad_input_leaves_no_folder(tmp_path, capsys):
     kept.mkdir()
     assert main(["--dataset", "nope", "--out", str(kept)]) == 2
     assert kept.is_dir(), "a folder the user made is never removed"
+
+
+def test_the_gpu_check_says_when_there_is_no_gpu(monkeypatch, capsys):
+    from bench import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
+    assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_a_run_whose_noise_was_drawn_on_a_gpu_resumes_only_on_a_gpu(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=4, eval_limit=32)
+    torch.set_num_threads(1)
+    run_training(cfg, RunOptions(out=tmp_path, progress=False, stop_after=2))
+    path = tmp_path / "last.state.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    doc = json.loads(meta["state"])
+    assert doc["counters"]["noise_device"] == "cpu" and doc["counters"]["world_size"] == 1
+    doc["counters"]["noise_device"] = "cuda"  # as a GPU run writes it
+    save_file(load_file(str(path)), str(path), metadata={**meta, "state": json.dumps(doc)})
+    with pytest.raises(ValueError, match="drew its noise on cuda; resume it with --device cuda"):
+        run_training(cfg, RunOptions(out=tmp_path, progress=False, resume=True))

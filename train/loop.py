@@ -57,7 +57,10 @@ class RunOptions:
     # Under DDP: "local" = each process normalises the s,t ResNets with its own batch (running averages are
     # averaged over the processes before every evaluation and checkpoint); "sync" = SyncBatchNorm (GPUs only;
     # two collectives and a host sync per ResNet batch norm per step). The flow's own batch norm, which
-    # defines the density, is always synced exactly.
+    # defines the density, is always synced exactly. Measured (CPU, gloo, preset digits, 400 steps at batch 32,
+    # seeds 0 and 1): 2 ranks x 16 with local statistics reach test 5.1487 / 5.1630 bits/dim, 1 process x 32
+    # (the statistics SyncBatchNorm would compute) 5.1515 / 5.1571: a mean difference of 0.002 against a seed
+    # spread of 0.006-0.014, so local loses nothing measurable; bench/gpu_check.py measures the speed on 2+ GPUs.
     resnet_bn: str = "local"
     # Read the loss and the non-finite flag from the device only every --log-every steps (None: on CUDA);
     # see _train. On a CPU reading them is free, and each step is checked as it ends.
@@ -335,7 +338,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
                 f"--resume: the run in {opts.out} was trained by {saved_world} process(es), this job has "
                 f"{di.world}; the data order and noise streams depend on it. Resume it {how}, or start a new run"
             )
-        if saved_noise != noise_device.type or f"noise{di.rank}" not in counters["rng"]:
+        if f"noise{di.rank}" not in counters["rng"]:
+            raise ValueError(f"--resume: the state in {opts.out} has no noise stream for process {di.rank}")
+        if saved_noise != noise_device.type:
             raise ValueError(
                 f"--resume: the run in {opts.out} drew its noise on {saved_noise}; "
                 f"resume it with --device {saved_noise}"
