@@ -192,21 +192,38 @@ def test_the_gpu_check_says_when_there_is_no_gpu(monkeypatch, capsys):
     assert "no CUDA device" in capsys.readouterr().out
 
 
-def test_a_run_whose_noise_was_drawn_on_a_gpu_resumes_only_on_a_gpu(tmp_path):
+def _edit_counters(out, edit) -> None:
+    """Rewrites the counters inside a resume state (the JSON in the tensors file's header)."""
     import json
 
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=4, eval_limit=32)
-    torch.set_num_threads(1)
-    run_training(cfg, RunOptions(out=tmp_path, progress=False, stop_after=2))
-    path = tmp_path / "last.state.safetensors"
+    path = out / "last.state.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
     doc = json.loads(meta["state"])
-    assert doc["counters"]["noise_device"] == "cpu" and doc["counters"]["world_size"] == 1
-    doc["counters"]["noise_device"] = "cuda"  # as a GPU run writes it
+    edit(doc["counters"])
     save_file(load_file(str(path)), str(path), metadata={**meta, "state": json.dumps(doc)})
+
+
+def test_a_run_whose_noise_was_drawn_on_a_gpu_resumes_only_on_a_gpu(tmp_path):
+    cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=4, eval_limit=32)
+    torch.set_num_threads(1)
+    run_training(cfg, RunOptions(out=tmp_path, progress=False, stop_after=2))
+
+    def as_a_gpu_run(counters: dict) -> None:
+        assert counters["noise_device"] == "cpu" and counters["world_size"] == 1
+        counters["noise_device"] = "cuda"
+
+    _edit_counters(tmp_path, as_a_gpu_run)
     with pytest.raises(ValueError, match="drew its noise on cuda; resume it with --device cuda"):
         run_training(cfg, RunOptions(out=tmp_path, progress=False, resume=True))
+
+
+def test_a_state_written_before_world_size_was_saved_resumes_as_one_cpu_process(tmp_path):
+    cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=4, eval_limit=32)
+    torch.set_num_threads(1)
+    run_training(cfg, RunOptions(out=tmp_path, progress=False, stop_after=2))
+    _edit_counters(tmp_path, lambda counters: [counters.pop(k) for k in ("world_size", "noise_device")])
+    assert run_training(cfg, RunOptions(out=tmp_path, progress=False, resume=True))["step"] == 4
