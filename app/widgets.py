@@ -56,6 +56,8 @@ def image_input(
     (nothing yet, or an unusable file, which gets an ``st.error``)."""
     g = state.gallery(ctx)
     sources = SOURCES if g is not None else SOURCES[1:]
+    # Without a gallery (e.g. a run folder) the page starts from a model sample rather than opening empty.
+    default_source = default_source if g is not None else "Sample"
     src = st.radio(
         label,
         sources,
@@ -119,7 +121,8 @@ def image_input(
             picture(arr, 96, desc)
         return state.Picked(arr, desc)
     c1, c2 = st.columns(2)
-    seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s(f"{key}:seed"), persist_state="session")
+    # The default seed follows default_index, so the images of a multi-image page (A and B, corners) differ.
+    seed = c1.number_input("Seed", 0, 2**31 - 1, default_index, key=ctx.s(f"{key}:seed"), persist_state="session")
     temp = c2.slider("Temperature", 0.0, 1.0, 0.7, 0.05, key=ctx.s(f"{key}:temp"), persist_state="session")
     gen = torch.Generator().manual_seed(int(seed))
     zs = ctx.model.sample_latents(1, float(temp), generator=gen)

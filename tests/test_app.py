@@ -302,7 +302,7 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
 
 
 def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, tmp_path: Path) -> None:
-    """A bare checkpoint (no gallery, no metrics, no card): pages fall back to uploads and samples."""
+    """A bare checkpoint (no gallery, no metrics, no card): pages start from model samples (uploads remain)."""
     bare = tmp_path / "bare.safetensors"
     bare.write_bytes((fixture_dir / "grey12.safetensors").read_bytes())
     at = open_app(monkeypatch, bare)
@@ -312,6 +312,15 @@ def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fix
             assert any("no gallery" in i.value for i in at.info)
     goto(at, "sample")
     assert any(c.startswith("36 samples") for c in image_urls(at))
+    # No page that needs only images opens empty: they start from distinct model samples.
+    goto(at, "interpolate")
+    assert by_label(at.radio, "Image A").value == "Sample" and not any("Upload a photo" in i.value for i in at.info)
+    assert any(c.startswith("A → B") for c in image_urls(at))
+    assert at.session_state["_memo:interp"][1][1][0].tolist() != at.session_state["_memo:interp"][1][1][-1].tolist()
+    goto(at, "manifold")
+    assert any(c.startswith("Manifold,") for c in image_urls(at))
+    goto(at, "encode")
+    assert any(c.startswith("f⁻¹(f(x))") for c in image_urls(at))
 
 
 def test_interpolation_presets_set_the_level_weights(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
