@@ -2,6 +2,10 @@
 
     python -m bench.gpu_check             # every check; prints PASS / FAIL / SKIP / INFO per point
     python -m bench.gpu_check --quick     # without the throughput comparison (about a minute less)
+    python -m bench.gpu_check --dry-run-on-cpu   # the same checks on the CPU: tries this script without a GPU
+
+A check that would start after ``--budget-s`` seconds (default 500) is skipped, so one call of 10 minutes on a
+lent machine always ends with a report.
 
 Each check runs the real trainer (``python -m train`` and ``torchrun -m train`` as subprocesses, or ``train()`` in
 this process) on synthetic image folders made here, so that nothing needs a network or a dataset package. It
@@ -70,7 +74,7 @@ def make_folder(path: Path, n: int, size: int, channels: int, seed: int) -> Path
     return path
 
 
-def run(cmd: list[str], timeout: float = 240, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(cmd: list[str], timeout: float = 200, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
     )
@@ -95,17 +99,22 @@ def records(out: Path) -> list[dict[str, Any]]:
 
 
 class Checks:
-    def __init__(self, work: Path, quick: bool) -> None:
+    def __init__(self, work: Path, quick: bool, budget_s: float) -> None:
         self.work, self.quick = work, quick
+        self.deadline = time.monotonic() + budget_s
         # 5400 training images: 84 steps of 64 per epoch, so that the runs below evaluate only at their end.
         self.small = make_folder(work / "small", 6000, 16, 1, 0)
         self.small_ds = f"folder:{self.small}"
         self.results: list[dict[str, Any]] = []
 
+    def left(self) -> float:
+        """Seconds left of the --budget-s this call was given."""
+        return self.deadline - time.monotonic()
+
     def run(self, name: str, fn: Callable[[], tuple[str, str]]) -> None:
         t = time.perf_counter()
         try:
-            status, detail = fn()
+            status, detail = fn() if self.left() > 30 else ("SKIP", "the time budget (--budget-s) is spent")
         except Exception as e:  # one failing check must not hide the others
             status, detail = "FAIL", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
         seconds = round(time.perf_counter() - t, 1)
@@ -263,20 +272,27 @@ class Checks:
         from train.data import load_dataset
 
         cifar = make_folder(self.work / "cifar_like", 7200, 32, 3, 1)  # 6480 train images: 101 steps per epoch
-        rates = {}
-        for precision in ("fp32", "auto"):
+        rates: dict[str, float] = {}
+
+        def trainer(precision: str) -> None:
             out = self.work / f"speed_{precision}"
             cmd = train_cmd("--dataset", f"folder:{cifar}", *CIFAR_MODEL, "--precision", precision, "--max-steps",
                             "200", "--log-every", "50", "--eval-limit", "500", "--out", str(out))  # fmt: skip
-            r = run(cmd, timeout=400)
+            r = run(cmd, timeout=max(10.0, self.left() - 10))
             expect_ok(r, f"python -m train (paper CIFAR-10 model, --precision {precision})")
             rates[precision] = records(out)[-1]["images_per_s"]  # the second epoch's window: no warm-up in it
+
+        trainer("fp32")
         images = load_dataset(f"folder:{cifar}", None, 32, 3, False, 0.1).train
         torch.backends.cudnn.benchmark = True
         bench = {name: run_variant(name, images, 64, 60, bf, cl, False)["images_per_s"]
                  for name, bf, cl in (("fp32-nchw", False, False), ("bf16-cl", True, True))}  # fmt: skip
+        auto = "not run (time budget)"
+        if self.left() > 90:  # the fast-path choice measures on the GPU first
+            trainer("auto")
+            auto = f"{rates['auto']:.0f}"
         ratio = rates["fp32"] / bench["fp32-nchw"]
-        detail = (f"python -m train: {rates['fp32']:.0f} images/s (fp32), {rates['auto']:.0f} (auto); bench.gpu: "
+        detail = (f"python -m train: {rates['fp32']:.0f} images/s (fp32), {auto} (auto); bench.gpu: "
                   f"{bench['fp32-nchw']:.0f} (fp32-nchw), {bench['bf16-cl']:.0f} (bf16-cl); trainer/bench fp32 "
                   f"{ratio:.2f}")  # fmt: skip
         return ("PASS" if ratio >= 0.7 else "WARN"), detail
@@ -287,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="skip the throughput comparison")
     p.add_argument("--keep", action="store_true", help="keep the work folder (run folders, synthetic data)")
     p.add_argument("--dry-run-on-cpu", action="store_true", help="run the checks on the CPU (tries this script)")
+    p.add_argument("--budget-s", type=float, default=500.0, help="skip the checks that would start after this")
     args = p.parse_args(argv)
     global DEVICE
     DEVICE = "cpu" if args.dry_run_on_cpu else "cuda"
@@ -296,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     if DEVICE == "cuda":
         print(f"{torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch {torch.__version__}")
     work = Path(tempfile.mkdtemp(prefix="nvp-gpu-check-"))
-    checks = Checks(work, args.quick)
+    checks = Checks(work, args.quick, args.budget_s)
     plan = [
         ("single-gpu-run", checks.single_gpu_run),
         ("gpu-checkpoint-on-cpu", checks.gpu_checkpoint_on_cpu),
