@@ -41,15 +41,15 @@ def store(data: bytes, where: Path | None = None) -> Path:
     the same file never reads it half-written). Call :func:`admit` once it loads as a model, else delete it."""
     where = folder() if where is None else where
     path = where / f"{hashlib.sha256(data).hexdigest()[:16]}.safetensors"
-    if path.exists():
-        path.touch()  # uploaded again: the most recent now
-    else:
+    if not path.exists():
+        # Not touched when it exists: its modification time is part of the model's cache key (state.stamp), and
+        # every rerun of a session with an upload stores it again.
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return path
 
 
 def admit(path: Path, limit: int | None = None) -> None:
-    """Keeps the accepted upload ``path`` and removes the least recently stored others until its folder holds at
+    """Keeps the accepted upload ``path`` and removes the earliest stored others until its folder holds at
     most ``limit`` bytes (default :func:`folder_limit_bytes`). A session whose model was removed stores it again
     from its own upload on its next rerun."""
     prune(path.parent, folder_limit_bytes() if limit is None else limit, keep=path)

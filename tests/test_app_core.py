@@ -281,7 +281,7 @@ def test_stopping_nvp_app_stops_the_server(tmp_path: Path, sig: signal.Signals) 
 
 def test_checkpoint_uploads_stay_within_the_folders_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """More uploads than the bound: the folder keeps the most recent ones within its total size, never the
-    file just accepted, and a file uploaded again counts as recent."""
+    file just accepted; storing a file again leaves it as it is (its mtime is part of the model's cache key)."""
     from app import uploads
 
     size = 40_000
@@ -296,7 +296,9 @@ def test_checkpoint_uploads_stay_within_the_folders_bound(tmp_path: Path, monkey
         total = sum(p.stat().st_size for p in tmp_path.glob("*.safetensors"))
         assert total <= limit and path.exists()
     assert sorted(tmp_path.glob("*.safetensors")) == sorted(kept[-2:])
+    before = kept[-1].stat().st_mtime_ns
     assert uploads.store(blobs[-1], tmp_path) == kept[-1]  # content-addressed: the same file
+    assert kept[-1].stat().st_mtime_ns == before
     # The bound is a setting; bad values fall back to the default.
     monkeypatch.setenv("NVP_APP_UPLOADS_MB", "3")
     assert uploads.folder_limit_bytes() == 3 * 2**20
