@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store checkpoints in float16 (half the size)")  # fmt: skip
     g.add_argument("--log-every", type=int, help="steps between progress-bar updates")
     g.add_argument("--checkpoint-minutes", type=float, default=10.0, help="minutes between mid-epoch resume points")
+    g.add_argument("--eval-minutes", type=float, default=0.0, help="also evaluate on the test set every N minutes "
+                   "(a learning-curve point and a best-checkpoint candidate; 0 = after each epoch only)")  # fmt: skip
     g.add_argument("--stop-after", type=int, default=0, help="stop this invocation after N steps (resumable)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     g.add_argument("--list-presets", action="store_true", help="print the presets and exit")
@@ -130,9 +132,12 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, RunOptions, argpa
         command=command,
         progress=not args.no_progress,
         checkpoint_minutes=args.checkpoint_minutes,
+        eval_minutes=args.eval_minutes,
         stop_after=args.stop_after,
         resnet_bn=args.resnet_bn,
     )
+    if args.eval_minutes < 0 or args.checkpoint_minutes < 0:
+        raise ValueError("--eval-minutes and --checkpoint-minutes must be >= 0")
     if args.stop_after < 0 or (args.threads is not None and args.threads < 1):
         raise ValueError("--stop-after must be >= 0 and --threads >= 1")
     return cfg, opts, args

@@ -53,6 +53,7 @@ class RunOptions:
     command: str = ""
     progress: bool = True
     checkpoint_minutes: float = 10.0
+    eval_minutes: float = 0.0  # also evaluate (curve point, best checkpoint) every that many minutes; 0: epochs only
     stop_after: int = 0  # stop this invocation after that many steps, leaving a resume state
     # Under DDP: "local" = each process normalises the s,t ResNets with its own batch (running averages are
     # averaged over the processes before every evaluation and checkpoint); "sync" = SyncBatchNorm (GPUs only;
@@ -435,7 +436,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     bar = tqdm(total=total_steps or None, initial=step, disable=not (opts.progress and di.is_main), unit="step")
     bad_in_row, window_loss, window_n, window_images, window_t = 0, 0.0, 0, 0, time.time()
     smooth_loss: float | None = None
-    last_state_save = elapsed()
+    last_state_save = last_eval = elapsed()
     params = list(model.parameters())
     stop_at = step + opts.stop_after if opts.stop_after else 0
     done = bool((total_steps and step >= total_steps) or (max_seconds and elapsed() >= max_seconds))
@@ -512,6 +513,13 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             if stop_at and step >= stop_at:
                 done = interrupted = True
                 break
+            if opts.eval_minutes and now - last_eval >= 60 * opts.eval_minutes and b < steps_per_epoch - 1:
+                # A curve point between epoch ends (long epochs on a CPU); it saves a resume point too.
+                train_bpd = window_loss / max(1, window_n) + 8.0
+                evaluate_and_save(train_bpd, window_images / max(1e-9, time.time() - window_t))
+                window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
+                last_eval = last_state_save = now
+                continue
             if opts.checkpoint_minutes and now - last_state_save > 60 * opts.checkpoint_minutes:
                 # A mid-epoch resume point for long runs (the model file is refreshed too).
                 save_all({"epoch": round(step * cfg.batch_size / len(splits.train), 4), "step": step}, None)
