@@ -121,3 +121,16 @@ def test_state_file_alone_is_a_consistent_resume_point(tmp_path, monkeypatch):
     _, _, counters = state.load_state(tmp_path)
     assert counters["step"] == 2 and torch.equal(counters["rng"]["torch"], rng["torch"])
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_eval_minutes_adds_curve_points_between_epoch_ends(tmp_path, monkeypatch):
+    # A fake clock that advances 1 s per reading, so "every 0.1 minutes" falls between the epoch's steps.
+    clock = iter(range(10**6))
+    monkeypatch.setattr("train.loop.time.time", lambda: float(next(clock)))
+    run(tiny(max_steps=30, warmup_steps=5), tmp_path, eval_minutes=0.1)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records]
+    assert len(steps) >= 3 and steps == sorted(set(steps)) and steps[-1] == 30, steps
+    assert all(math.isfinite(r["test_bpd"]) for r in records)
+    _, meta = load_model(tmp_path / "best.safetensors")
+    assert meta["test_bpd"] == pytest.approx(min(r["test_bpd"] for r in records))

@@ -112,6 +112,7 @@ def test_model_defaults_are_flowconfigs():
         (["--bn-eps", "-1"], "bn_eps must be > 0"),
         (["--logit-alpha", "0.5"], "logit_alpha must be in [0, 0.5)"),
         (["--final-couplings", "0"], "final_couplings must be >= 1"),
+        (["--eval-minutes", "-1"], "--eval-minutes and --checkpoint-minutes must be >= 0"),
         (["--width-growth", "0"], "width_growth must be >= 1"),
         (["--logit-alpha", "x"], "invalid float value: 'x'"),
     ],

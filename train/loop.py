@@ -515,6 +515,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
                 break
             if opts.eval_minutes and now - last_eval >= 60 * opts.eval_minutes and b < steps_per_epoch - 1:
                 # A curve point between epoch ends (long epochs on a CPU); it saves a resume point too.
+                read_tally()
                 train_bpd = window_loss / max(1, window_n) + 8.0
                 evaluate_and_save(train_bpd, window_images / max(1e-9, time.time() - window_t))
                 window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
