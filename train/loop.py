@@ -540,6 +540,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         if batch_in_epoch == 0 or done:
             evaluate_and_save(train_bpd, rate, final=bool(done))
             window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
+            last_eval = elapsed()  # --eval-minutes counts from the latest curve point, whatever made it
     bar.close()
 
     final: dict[str, Any] = {"step": step, "best_bpd": best_bpd}
