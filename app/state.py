@@ -32,6 +32,7 @@ GALLERY_MAX_ENV = "NVP_APP_GALLERY_MAX"
 URL_PENDING = "_url_pending"  # settings from the link the session opened with, not yet given to a widget
 URL_SEEDED = "_url_seeded"  # widget keys this run took from the link (cleared if the link does not fit)
 URL_READ = "_url_read"
+OPENED_RUNS = "_opened_runs"  # run checkpoints this session opened from the Runs page (the sidebar lists them)
 
 
 def stamp(path: Path) -> str:
@@ -115,6 +116,14 @@ def current() -> Ctx:
     model, meta = _load(str(path), version)
     key = f"{path.name.removesuffix('.safetensors')}@{zlib.crc32(version.encode()):08x}"
     return Ctx(path=path, key=key, model=model, meta=meta)
+
+
+def open_run_checkpoint(path: Path) -> None:
+    """Makes a run's checkpoint this session's model; the sidebar lists it from then on."""
+    opened = st.session_state.setdefault(OPENED_RUNS, [])
+    if str(path) not in opened:
+        opened.append(str(path))
+    st.session_state["model_choice"] = str(path)
 
 
 def read_link(checkpoints: list[Path]) -> None:

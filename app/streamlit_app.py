@@ -31,6 +31,7 @@ PAGES = [
     ("views/latent_map.py", "Latent map", ":material/scatter_plot:"),
     ("views/attributes.py", "Attributes", ":material/tune:"),
     ("views/how_it_works.py", "How it works", ":material/school:"),
+    ("views/runs.py", "Runs", ":material/monitoring:"),
 ]
 
 
@@ -72,11 +73,12 @@ def sidebar() -> bool:
         found = list_checkpoints()
         state.read_link(found)  # a shared link names the model and the page's settings
         uploaded = _uploaded_checkpoint_slot()
-        options = [str(p) for p in found] + ([str(uploaded)] if uploaded else [])
+        opened = [Path(p) for p in st.session_state.get(state.OPENED_RUNS, []) if Path(p).is_file()]
+        options = [str(p) for p in [*found, *opened]] + ([str(uploaded)] if uploaded else [])
         if not options:
             st.warning(f"No checkpoint found in {models_dir()}. Train one with `nvp-train`, or upload one.")
             return False
-        labels = {str(p): _label(p) for p in found}
+        labels = {str(p): _label(p) for p in found} | {str(p): f"run {p.parent.name}: {_label(p)}" for p in opened}
         if uploaded:
             labels[str(uploaded)] = f"uploaded: {st.session_state.get('ckpt_upload').name}"
         if uploaded and st.session_state.get("last_upload") != str(uploaded):

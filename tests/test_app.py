@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from pathlib import Path
 
@@ -57,6 +58,8 @@ def open_app(monkeypatch: pytest.MonkeyPatch, ckpt: Path) -> AppTest:
     """The app with ``ckpt``'s folder as the models folder and ``ckpt`` picked in the sidebar."""
     monkeypatch.setenv("NVP_MODELS_DIR", str(ckpt.parent))
     monkeypatch.setenv("NVP_APP_GALLERY_MAX", "64")  # keeps gallery encoding short in tests
+    if "NVP_RUNS_DIR" not in os.environ:  # the Runs page: never the repository's runs/ (a run may be training)
+        monkeypatch.setenv("NVP_RUNS_DIR", str(ckpt.parent))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not problems(at), problems(at)
     choice = at.selectbox(key="model_choice")
@@ -114,8 +117,12 @@ def test_upload_then_every_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Pa
     for page in PAGES[1:]:
         goto(at, page)
         assert at.title[0].value == titles.get(page, page.capitalize())
+        if page == "runs":  # no run folders next to these models: it says where it looked
+            assert any("No runs found" in i.value for i in at.info)
+            continue
         assert at.image or at.get("plotly_chart"), f"{page} shows nothing"
-    assert any("astronaut.png" in c.value for c in at.caption), "How it works should use the Encode page's image"
+        if page == "how_it_works":
+            assert any("astronaut.png" in c.value for c in at.caption), "How it works uses the Encode page's image"
 
 
 def test_upload_that_is_not_an_image_gets_an_error(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
@@ -248,6 +255,38 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     assert not bad.exception, [e.message for e in bad.exception]
     assert any("do not fit this model" in w.value for w in bad.warning)
     assert by_label(bad.slider, "Grid side").value == 6 and by_label(bad.number_input, "Seed").value == 0
+
+
+def test_runs_page_shows_a_run_and_opens_its_checkpoint(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, tmp_path: Path
+) -> None:
+    """A run folder as train/ writes it: curve, sample grids by step, config; its checkpoint opens in the other
+    pages, which start from samples (a run has no gallery)."""
+    import json
+
+    run = tmp_path / "runs" / "my_run"
+    make_fixture_model(run, "best", 3, 8, 2, seed=4)
+    (run / "best.gallery.npz").unlink()  # a run folder has no gallery
+    (run / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "epoch": s // 10, "test_bpd": 6.0 - s / 100}) + "\n" for s in (10, 20))
+    )
+    grids = {s: np.random.default_rng(s).integers(0, 256, (20, 30, 3), dtype=np.uint8) for s in (10, 20)}
+    (run / "samples").mkdir()
+    for s, grid in grids.items():
+        (run / "samples" / f"step_{s:07d}.png").write_bytes(png_bytes(grid))
+    (run / "last.state.json").write_text(json.dumps({"counters": {"step": 20, "epoch": 2, "best_bpd": 5.8}}))
+    monkeypatch.setenv("NVP_RUNS_DIR", str(tmp_path / "runs"))
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "runs")
+    assert at.selectbox(key="runs_choice").value == "my_run"
+    assert any(c.startswith("samples after step 20") for c in image_urls(at))
+    assert any("best test bits/dim 5.800" in c.value for c in at.caption)
+    curve = next(s for s in plotly_specs(at) if s["data"][0].get("name") == "test_bpd")["data"][0]
+    assert list(plotly_array(curve["y"])) == [5.9, 5.8]
+    by_label(at.button, "Explore best.safetensors").click().run()
+    assert not problems(at), problems(at)
+    assert any("3×8×8 images" in c.value for c in at.sidebar.caption)  # the run's model is now the current one
+    goto(at, "encode")
+    assert any(c.startswith("f⁻¹(f(x))") for c in image_urls(at))
 
 
 def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> None:

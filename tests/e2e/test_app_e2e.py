@@ -31,6 +31,7 @@ PAGES = {
     "latent_map": "latent_map",
     "attributes": "attributes",
     "how_it_works": "how_it_works",
+    "runs": "runs",
 }
 
 
