@@ -12,10 +12,8 @@ import torch.distributed as dist
 from PIL import Image
 from torch import nn
 
-from nvp_core import BatchNormFlow, RealNVP, bits_per_dim, dequantize
-
-EVAL_BATCH = 500
-EVAL_SEED = 1000  # batch i of the test set uses dequantisation noise seed EVAL_SEED + i
+from nvp_core import BatchNormFlow, RealNVP, dequantize
+from nvp_core.likelihood import EVAL_BATCH, fixed_noise_bits_per_dim
 
 
 @contextmanager
@@ -39,14 +37,15 @@ def eval_float32(model: RealNVP) -> Iterator[RealNVP]:
 
 @torch.no_grad()
 def eval_bits_per_dim(model: RealNVP, images: torch.Tensor, rank: int = 0, world: int = 1) -> float:
-    """Mean bits/dim of ``uint8 [N, C, H, W]`` in eval mode, float32. Batch ``i`` gets noise seed
-    ``EVAL_SEED + i``, so the value does not depend on how many processes share the work."""
+    """Mean bits/dim of ``uint8 [N, C, H, W]`` under the one convention of
+    :func:`nvp_core.likelihood.fixed_noise_bits_per_dim` (batch ``i`` of ``EVAL_BATCH`` gets noise seed
+    ``1000 + i``; eval mode, float32), so the value does not depend on how many processes share the work."""
     total = torch.zeros(2, dtype=torch.float64)  # on the CPU: gloo's part of the process group sums it
     with eval_float32(model):
         for i, start in enumerate(range(0, len(images), EVAL_BATCH)):
             if i % world != rank:
                 continue
-            bpd = bits_per_dim(model, images[start : start + EVAL_BATCH], seed=EVAL_SEED + i)
+            bpd = fixed_noise_bits_per_dim(model, images[start : start + EVAL_BATCH], first_index=start)
             total += torch.tensor([bpd.double().sum().item(), bpd.numel()], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(total)
