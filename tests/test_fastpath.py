@@ -323,10 +323,16 @@ def test_bf16_is_no_candidate_where_it_cannot_be_fast(monkeypatch: pytest.Monkey
 def test_a_real_measurement_times_every_candidate(cache_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fastpath, "MAX_ROUNDS", fastpath.MIN_ROUNDS)  # the rounds' bookkeeping, not the budget
     tiny = FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=4, num_blocks=1)
-    for mode in ("train", "infer"):
-        c = choose(tiny, mode, 4)
-        assert c.source == "measured" and set(c.timings_ms) == {p.name for p in ALL_PATHS}
-        assert all(t > 0 for t in c.timings_ms.values()) and c.path in ALL_PATHS
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy machine, 2 OpenMP threads make each tiny step take seconds
+    try:
+        for mode in ("train", "infer"):
+            c = choose(tiny, mode, 4)
+            assert c.source == "measured" and set(c.timings_ms) == {p.name for p in ALL_PATHS}
+            assert all(t > 0 for t in c.timings_ms.values()) and c.path in ALL_PATHS
+            assert c.key["threads"] == 1
+    finally:
+        torch.set_num_threads(threads)
 
 
 # --- the app: pictures with the fast path, numbers in float32 ------------------------------------------
