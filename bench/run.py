@@ -46,7 +46,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default="fp32-nchw,fp32-cl,bf16-cl",
         help=f"training variants, comma list of {', '.join(VARIANTS)}",
     )
-    p.add_argument("--bf16-batch", type=int, default=8, help="batch for bf16 variants on CPUs without AMX")
+    p.add_argument("--bf16-batch", type=int, default=8, help="batch for bf16 variants where bf16 is emulated")
     p.add_argument("--latency-threads", default="1,2", help="thread counts to try for the interactive latency")
     p.add_argument("--compile", action="store_true", help="also time the torch.compile'd inference path")
     p.add_argument(

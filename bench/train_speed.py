@@ -28,7 +28,7 @@ class Variant:
     channels_last: bool = False
     compute_dtype: torch.dtype | None = None
     compile: bool = False
-    batch: int | None = None  # None: the run's batch size (bf16 without AMX is too slow for the full batch)
+    batch: int | None = None  # None: the run's batch size (emulated bf16 is too slow for the full batch)
 
 
 VARIANTS: dict[str, Variant] = {
