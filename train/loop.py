@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from tqdm import tqdm
 
 from nvp_core import RealNVP, dequantize, load_model, save_model
 from nvp_core.base import standard_normal_logprob
+from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
 from nvp_core.fileio import remove_stale_temps
 
 from .config import TrainConfig
@@ -75,8 +77,6 @@ def resolve_precision(
     :func:`nvp_core.fastpath.choose`: ``fp32``/``bf16`` restrict the dtype, ``auto`` lets the measurement on
     this machine and this model's shapes decide (cached per machine; ``$NVP_FASTPATH`` overrides it). With
     ``model``, the whole choice (dtype and memory layout) is applied to it."""
-    from nvp_core.fastpath import configure
-
     if model is None:  # nothing to measure on: the caller's dtype, or float32
         return torch.bfloat16 if precision == "bf16" else None
     choice = configure(model, device, mode="train", batch=batch, precision=precision)
@@ -290,8 +290,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
 
     # --- model and optimiser ------------------------------------------------------------------
     model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
-    compute_dtype = resolve_precision(cfg.precision, device, model, local_batch)  # and the layout
-    model.set_compute_dtype(compute_dtype)
+    fast = configure(model, device, mode="train", batch=local_batch, precision=cfg.precision).path  # applied
     optimizer = build_optimizer(model, cfg, fused=deferred)
     net: torch.nn.Module = model
     if di.enabled:
@@ -346,6 +345,11 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
                 f"--resume: the run in {opts.out} drew its noise on {saved_noise}; "
                 f"resume it with --device {saved_noise}"
             )
+        saved_path = counters.get("fast_path")
+        if saved_path and saved_path != fast.name and not os.environ.get(ENV_OVERRIDE):
+            # A new measurement may pick another path; the continuation is exact only on the run's own one.
+            fast = FastPath.from_name(saved_path)
+            fast.apply(model)
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(optim_sd)
         step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
@@ -366,7 +370,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}"
             + (f" ({backend_for(device.type)}, s,t ResNet batch norm {opts.resnet_bn})" if di.enabled else "")
             + ", "
-            f"compute {compute_dtype or torch.float32}"
+            f"compute {fast.dtype or torch.float32}, fast path {fast.name}"
             + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
             + (f", {len(stale)} temporary files of an interrupted write removed" if stale else "")
         )
@@ -402,6 +406,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             "train_config": cfg.to_dict(),
             "world_size": di.world,
             "noise_device": noise_device.type,
+            "fast_path": fast.name,
         }
         save_state(out, model, optimizer, states, counters)
 
