@@ -28,6 +28,10 @@ class Bijector(nn.Module):
     def inverse(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """A short human-readable name for tables (how-it-works, traces); layers override it with details."""
+        return type(self).__name__
+
 
 class Sequential(Bijector):
     """A chain of bijectors applied in order; the log-det is the sum of the parts' log-dets."""
@@ -53,7 +57,7 @@ class Sequential(Bijector):
         parts: list[tuple[str, Tensor]] = []
         for layer in self.layers:
             x, ld = layer(x)
-            parts.append((layer.describe() if hasattr(layer, "describe") else type(layer).__name__, ld))
+            parts.append((layer.describe(), ld))
         return x, parts
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -149,8 +150,7 @@ class RealNVP(nn.Module):
             for layer in scale.layers:
                 before = tuple(h.shape[1:])
                 h, ld = layer(h)
-                name = layer.describe() if hasattr(layer, "describe") else type(layer).__name__
-                rows.append(LayerRow(i + 1, name, before, tuple(h.shape[1:]), count(layer), ld))
+                rows.append(LayerRow(i + 1, layer.describe(), before, tuple(h.shape[1:]), count(layer), ld))
             if i < len(self.scales) - 1:
                 before = tuple(h.shape[1:])
                 h, z = h.chunk(2, dim=1)
@@ -228,6 +228,19 @@ class RealNVP(nn.Module):
             if isinstance(m, _AffineCoupling):
                 m.compute_dtype = dtype
         return self
+
+    @contextmanager
+    def computing_in(self, dtype: torch.dtype | None) -> Iterator[RealNVP]:
+        """Inside the block the s,t ResNets compute in ``dtype`` (``None``: full precision); after it every
+        coupling gets its previous dtype back, whatever it was (evaluation in float32 of a bf16-trained model)."""
+        couplings = [m for m in self.modules() if isinstance(m, _AffineCoupling)]
+        before = [m.compute_dtype for m in couplings]
+        self.set_compute_dtype(dtype)
+        try:
+            yield self
+        finally:
+            for m, dt in zip(couplings, before, strict=True):
+                m.compute_dtype = dt
 
     def set_channels_last(self, enabled: bool = True) -> RealNVP:
         """Run the s,t ResNets' convolutions in channels_last (NHWC) memory format, the layout oneDNN's

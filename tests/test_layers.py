@@ -175,3 +175,17 @@ def test_checkerboard_order_rejects_bad_channel_counts() -> None:
 def test_channel_coupling_rejects_odd_channels() -> None:
     with pytest.raises(ValueError, match="even channel count"):
         ChannelCoupling(3, 8, 1, 0)
+
+
+def test_every_bijector_describes_itself():
+    from nvp_core import FlowConfig, RealNVP
+    from nvp_core.base import Bijector
+
+    class Plain(Bijector):
+        pass
+
+    assert Plain().describe() == "Plain"  # the base class default: no caller needs to probe for it
+    model = RealNVP(FlowConfig(image_size=8, num_scales=2, mid_channels=4, num_blocks=1))
+    for layer in model.modules():
+        if isinstance(layer, Bijector):
+            assert isinstance(layer.describe(), str) and layer.describe()

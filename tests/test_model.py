@@ -211,3 +211,20 @@ def test_trace_layers_rows_add_up_to_the_model(name: str) -> None:
             assert row.input == prev.output, (prev, row)
     assert [r.layer for r in rows].count("factor out → latent level 1") == (model.num_levels > 1)
     assert all(r.logdet.shape == (3,) for r in rows)
+
+
+def test_computing_in_sets_and_restores_the_compute_dtype():
+    from nvp_core.coupling import _AffineCoupling
+
+    model = RealNVP(FlowConfig(image_size=8, num_scales=2, mid_channels=4, num_blocks=1))
+    model.set_compute_dtype(torch.bfloat16)
+
+    def dtypes():
+        return {m.compute_dtype for m in model.modules() if isinstance(m, _AffineCoupling)}
+
+    with model.computing_in(None) as m:
+        assert m is model and dtypes() == {None}
+    assert dtypes() == {torch.bfloat16}
+    with pytest.raises(RuntimeError, match="boom"), model.computing_in(None):
+        raise RuntimeError("boom")
+    assert dtypes() == {torch.bfloat16}

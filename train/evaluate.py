@@ -22,16 +22,14 @@ def eval_float32(model: RealNVP) -> Iterator[RealNVP]:
     precision includes the GPU: TF32 (on by default for cuDNN convolutions) is turned off inside, so that test
     bits/dim on a GPU match the CPU's to float32 accuracy."""
     was_training = model.training
-    dtypes = [m.compute_dtype for m in model.modules() if hasattr(m, "compute_dtype")]
     tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    model.eval().set_compute_dtype(None)
+    model.eval()
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        yield model
+        with model.computing_in(None):
+            yield model
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        for m, dt in zip([m for m in model.modules() if hasattr(m, "compute_dtype")], dtypes, strict=True):
-            m.compute_dtype = dt
         model.train(was_training)
 
 
