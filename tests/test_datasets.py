@@ -117,3 +117,27 @@ def test_folder_without_images(tmp_path):
         load_dataset(f"folder:{tmp_path}")
     with pytest.raises(DataError, match="not a folder"):
         load_dataset(f"folder:{tmp_path / 'nope'}")
+
+
+def test_training_resize_is_the_apps_crop_and_resize():
+    import numpy as np
+    from PIL import Image
+
+    from nvp_core.images import to_array
+    from train.data import resize
+
+    x = torch.randint(0, 256, (2, 3, 31, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    out = resize(x, 14)
+    for i in range(2):
+        for c in range(3):
+            assert np.array_equal(out[i, c].numpy(), to_array(Image.fromarray(x[i, c].numpy()), 1, 14)[0])
+
+
+def test_fixed_split_is_one_rule_for_every_dataset():
+    from train.data import fixed_split
+
+    tr, te = fixed_split(1797, 0.2)
+    assert len(te) == 359 and len(set(tr) | set(te)) == 1797 and not set(tr) & set(te)
+    again = fixed_split(1797, 0.2)
+    assert (again[0] == tr).all() and (again[1] == te).all()
+    assert len(fixed_split(3, 0.01)[1]) == 1  # at least one test item

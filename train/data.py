@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from nvp_core.images import to_array
+
 from .idx import IdxError, find_idx, read_idx
 
 FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
@@ -128,10 +130,7 @@ def _digits(test_fraction: float) -> Splits:
     # 0..16 intensities -> 0..255.
     images = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     labels = bunch.target.astype(np.int64)
-    # A fixed split (seed 0), independent of the training seed, so test numbers stay comparable.
-    order = np.random.default_rng(0).permutation(len(images))
-    n_test = max(1, int(round(len(images) * test_fraction)))
-    te, tr = order[:n_test], order[n_test:]
+    tr, te = fixed_split(len(images), test_fraction)
     return _from_arrays("digits", images[tr], labels[tr], images[te], labels[te], DIGIT_CLASSES)
 
 
@@ -174,14 +173,19 @@ def _luma(x: torch.Tensor) -> torch.Tensor:
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """``uint8 [N, C, H, W]`` -> ``[N, C, size, size]``: centre crop to a square, then Lanczos resampling."""
+    """``uint8 [N, C, H, W]`` -> ``[N, C, size, size]``, channel by channel, with the app's own crop and resize
+    (:func:`nvp_core.images.to_array`: centre crop to a square, then Lanczos), so training and uploads match."""
     out = np.empty((x.shape[0], x.shape[1], size, size), dtype=np.uint8)
     arr = x.numpy()
     for i in range(arr.shape[0]):
         for c in range(arr.shape[1]):
-            img = Image.fromarray(arr[i, c])
-            side = min(img.size)
-            left, top = (img.width - side) // 2, (img.height - side) // 2
-            img = img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS)
-            out[i, c] = np.asarray(img)
+            out[i, c] = to_array(Image.fromarray(arr[i, c]), 1, size)[0]
     return torch.from_numpy(out)
+
+
+def fixed_split(n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(train indices, test indices)`` of ``n`` items: a fixed permutation (seed 0), independent of the training
+    seed, so test numbers stay comparable between runs; at least one test item."""
+    order = np.random.default_rng(0).permutation(n)
+    n_test = max(1, int(round(n * test_fraction)))
+    return order[n_test:], order[:n_test]

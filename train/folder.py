@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DataError, Splits
+from .data import DataError, Splits, fixed_split
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 DEFAULT_SIZE = 32
@@ -70,9 +70,7 @@ def load_folder(root: Path, image_size: int, channels: int, test_fraction: float
         labels = np.array([index.get(parts[0], -1) if len(parts) > 1 else -1 for parts in tops], dtype=np.int64)
     else:
         class_names, labels = [], -np.ones(len(kept), dtype=np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    n_test = max(1, int(round(len(x) * test_fraction)))
-    te, tr = order[:n_test], order[n_test:]
+    tr, te = fixed_split(len(x), test_fraction)
     to_t = torch.from_numpy
     name = f"folder:{root}"
     return Splits(
