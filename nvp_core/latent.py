@@ -200,3 +200,15 @@ def level_stats(zs: Sequence[Tensor]) -> list[dict[str, float]]:
             }
         )
     return rows
+
+
+def temperature_rows(
+    latent_shapes: Sequence[tuple[int, ...]], temperatures: Sequence[float], per_row: int, generator: torch.Generator
+) -> Latents:
+    """Latents of a sample grid with one row of ``per_row`` draws per temperature: row ``r`` is
+    ``z ~ N(0, T_r² I)`` on every level (the paper's sampling with a temperature, sec. 5). Drawn row by row,
+    level by level, from ``generator``, so a seed names one grid (the model card's and the trainer's sample grids
+    and the app's temperature rows are the same draws). Returns per level ``[len(temperatures) * per_row, ...]``,
+    row-major."""
+    rows = [[torch.randn((per_row, *s), generator=generator) * t for s in latent_shapes] for t in temperatures]
+    return [torch.cat([row[level] for row in rows]) for level in range(len(latent_shapes))]

@@ -567,3 +567,24 @@ def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatc
     assert at.session_state["_memo:interp"][0] == memo, "the memoised path is reused, not recomputed"
     goto(at, "encode")
     assert by_label(at.number_input, "Gallery image").value == 4
+
+
+def test_sample_rows_of_temperatures_are_the_trainers_grid(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """The Sample page's temperature rows are the draws of the trainer's (and the model card's) sample grid."""
+    from train.evaluate import sample_grid
+
+    at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "sample")
+    by_label(at.number_input, "Seed").set_value(3).run()
+    by_label(at.toggle, "Rows of temperatures").set_value(True).run()
+    assert not problems(at), problems(at)
+    rows = at.session_state["_memo:sample_rows"][1]
+    assert rows.shape == (40, 1, 12, 12)
+    model, _ = load_model(fixture_dir / "grey12.safetensors")
+    card = sample_grid(model, (1.0, 0.85, 0.7, 0.5), 10, seed=3)  # uint8 [H', W', 1], cells upscaled and padded
+    k, pad = -(-32 // 12), 2
+    for r in range(4):
+        for j in range(10):
+            top, left = pad + r * (12 * k + pad), pad + j * (12 * k + pad)
+            cell = card[top : top + 12 * k : k, left : left + 12 * k : k, 0]
+            assert np.abs(cell.astype(int) - rows[r * 10 + j, 0].astype(int)).max() <= 1  # fast path: ≤ 1 grey level
+    assert any("T = 1, 0.85, 0.7, 0.5" in c for c in image_urls(at))

@@ -13,6 +13,7 @@ from PIL import Image
 from torch import nn
 
 from nvp_core import BatchNormFlow, RealNVP, dequantize
+from nvp_core.latent import temperature_rows
 from nvp_core.likelihood import EVAL_BATCH, fixed_noise_bits_per_dim
 
 
@@ -53,15 +54,11 @@ def eval_bits_per_dim(model: RealNVP, images: torch.Tensor, rank: int = 0, world
 @torch.no_grad()
 def sample_grid(model: RealNVP, temperatures: tuple[float, ...], per_row: int, seed: int) -> np.ndarray:
     """One row of ``per_row`` samples per temperature, as a ``uint8 [H, W, C]`` image (fixed seed)."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = []
+    zs = temperature_rows(model.latent_shapes, temperatures, per_row, torch.Generator().manual_seed(seed))
     with eval_float32(model):
         device = next(model.parameters()).device
-        for t in temperatures:
-            zs = [torch.randn((per_row, *s), generator=gen) * t for s in model.latent_shapes]
-            x = model.inverse([z.to(device) for z in zs]).float().cpu()
-            rows.append(x)
-    return images_to_grid(torch.stack(rows))
+        x = model.inverse([z.to(device) for z in zs]).float().cpu()
+    return images_to_grid(x.view(len(temperatures), per_row, *x.shape[1:]))
 
 
 def images_to_grid(x: torch.Tensor, pad: int = 2, min_cell: int = 32) -> np.ndarray:

@@ -7,6 +7,9 @@ import streamlit as st
 import torch
 
 from app import compute, state, widgets
+from nvp_core.latent import temperature_rows
+
+CARD_TEMPERATURES = (1.0, 0.85, 0.7, 0.5)  # the trainer's default sample rows (train.config), as in the model card
 
 ctx = state.current()
 model = ctx.model
@@ -56,6 +59,23 @@ def sample_view() -> None:
         cell=max(48, 640 // n),
     )
     widgets.result_downloads(ctx, "samples", mosaic, zs, temperatures=np.array(temps))
+
+    rows_help = "One row per temperature, the same for every level: how T trades variety for clean shapes."
+    if st.toggle("Rows of temperatures", key=ctx.s("sa_rows"), persist_state="session", help=rows_help):
+        per_row = 10
+
+        def rows() -> np.ndarray:
+            gen = torch.Generator().manual_seed(int(seed))
+            return compute.decode(model, temperature_rows(model.latent_shapes, CARD_TEMPERATURES, per_row, gen))
+
+        grid = widgets.memo(ctx, "sample_rows", (int(seed),), rows)
+        widgets.strip(
+            grid,
+            f"rows: T = {', '.join(f'{t:g}' for t in CARD_TEMPERATURES)} (top to bottom), seed {int(seed)}; "
+            "with seed 0 these are the draws of the model card's sample grid",
+            ncol=per_row,
+            cell=64,
+        )
 
 
 sample_view()
