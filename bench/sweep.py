@@ -2,8 +2,8 @@
 same wall-clock budget, side by side, then compared by test bits/dim.
 
     python -m bench.sweep --minutes 20 --parallel 2 --threads 1            # the built-in Fashion-MNIST recipes
-    python -m bench.sweep --minutes 10 --recipes preset,wide,wide-lr2e-3
-    python -m bench.sweep --minutes 5 --recipe 'mine=--num-blocks 3 --mid-channels 24' --recipes preset,mine
+    python -m bench.sweep --minutes 10 --recipes small,wide,wide-lr2e-3
+    python -m bench.sweep --minutes 5 --recipe 'mine=--num-blocks 3 --mid-channels 24' --recipes wide,mine
 
 Recipes run ``--parallel`` at a time with ``--threads`` torch threads each, so that a busy machine slows them
 alike (run them all at once where the cores allow: with 2 cores, ``--parallel 2 --threads 1``). Each run anneals
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Built-in recipes for Fashion-MNIST: the trainer's flags on top of ``--dataset fashion-mnist``. Every one keeps
 #: the paper's model (affine couplings, masks, multi-scale, batch norm); only sizes and optimisation change.
 RECIPES: dict[str, str] = {
-    "preset": "--preset fashion-mnist",  # the former shipped recipe: 1 block, 16 features (cap 64), batch 32
-    "wide": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
+    "small": "--num-blocks 1 --mid-channels 16 --max-mid-channels 64 --batch-size 32",  # the first shipped model
+    "wide": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",  # = --preset fashion-mnist
     "deep": "--num-blocks 4 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
     "wide-b32": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 32",
     "wide-lr2e-3": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --lr 2e-3",
@@ -42,7 +42,7 @@ RECIPES: dict[str, str] = {
     "wide-bnm0.01": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --bn-momentum 0.01",
     "wide-2scales": "--num-scales 2 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
 }
-DEFAULT = "preset,wide,deep,wide-lr2e-3"
+DEFAULT = "small,wide,deep,wide-lr2e-3"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

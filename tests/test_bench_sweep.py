@@ -28,8 +28,8 @@ def test_a_run_that_never_evaluated_has_no_figures(tmp_path):
 
 
 def test_recipes_and_flags_reach_the_trainer(tmp_path):
-    args = _parse(["--minutes", "3", "--recipe", "mine=--num-blocks 3", "--recipes", "preset,mine", "--threads", "2"])
-    assert list(args.chosen) == ["preset", "mine"]
+    args = _parse(["--minutes", "3", "--recipe", "mine=--num-blocks 3", "--recipes", "small,mine", "--threads", "2"])
+    assert list(args.chosen) == ["small", "mine"]
     cmd = _command(args.chosen["mine"], tmp_path, args)
     assert cmd[cmd.index("--max-minutes") + 1] == "3.0" and "--num-blocks" in cmd and cmd[-1] == str(tmp_path)
     from train.cli import parse

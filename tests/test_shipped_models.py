@@ -27,7 +27,8 @@ def test_shipped_model(name, classes, size):
     assert set(meta) >= META_KEYS, META_KEYS - set(meta)
     assert model.config.image_size == meta["image_size"] == size and model.config.in_channels == meta["channels"]
     assert len(meta["class_names"]) == classes
-    assert path.stat().st_size < 8 * 1024 * 1024, "keep the shipped model small"
+    # Every version stays in the history: 12 MiB holds the 5.3M-parameter Fashion-MNIST model in float16.
+    assert path.stat().st_size < 12 * 1024 * 1024, "keep the shipped model small"
 
     with np.load(MODELS / f"{name}.gallery.npz", allow_pickle=False) as g:
         images, labels, class_names = g["images"], g["labels"], list(g["class_names"])
