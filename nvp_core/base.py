@@ -13,7 +13,8 @@ their parts and walk their parts in reverse order for the inverse.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -40,22 +41,27 @@ class Sequential(Bijector):
         super().__init__()
         self.layers = nn.ModuleList(layers)
 
+    @property
+    def parts(self) -> Sequence[Bijector]:
+        """``layers`` typed as what it holds (``nn.ModuleList`` yields plain modules to a type checker)."""
+        return cast("Sequence[Bijector]", self.layers)
+
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         logdet = x.new_zeros(x.shape[0])
-        for layer in self.layers:
+        for layer in self.parts:
             x, ld = layer(x)
             logdet = logdet + ld
         return x, logdet
 
     def inverse(self, y: Tensor) -> Tensor:
-        for layer in reversed(self.layers):
+        for layer in reversed(self.parts):
             y = layer.inverse(y)
         return y
 
     def trace(self, x: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
         """Like :meth:`forward`, but also returns ``(layer name, logdet[B])`` for every layer."""
         parts: list[tuple[str, Tensor]] = []
-        for layer in self.layers:
+        for layer in self.parts:
             x, ld = layer(x)
             parts.append((layer.describe(), ld))
         return x, parts

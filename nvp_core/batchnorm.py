@@ -24,6 +24,9 @@ class BatchNormFlow(Bijector):
     ``sync`` all-reduces the batch statistics across processes under DistributedDataParallel.
     """
 
+    running_mean: Tensor  # buffers (declared: nn.Module's __getattr__ types them as Tensor | Module)
+    running_var: Tensor
+
     def __init__(self, channels: int, momentum: float = 0.05, eps: float = 1e-4) -> None:
         super().__init__()
         self.momentum = momentum

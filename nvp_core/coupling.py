@@ -21,6 +21,7 @@ class _AffineCoupling(Bijector):
     """
 
     compute_dtype: torch.dtype | None = None
+    mask: Tensor  # the subclasses' mask buffer (declared: nn.Module's __getattr__ types it as Tensor | Module)
 
     def __init__(self, channels_out: int) -> None:
         super().__init__()

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Calls ``write(tmp_path)`` on a temporary file in ``path``'s folder, flushes it to disk, then renames it
     over ``path``. On any failure (disk full, permission, interrupt) the temporary file is removed and the
     previous ``path``, if any, is left intact."""

@@ -91,7 +91,7 @@ def load_image(
         # No warnings.catch_warnings() here: it swaps process-wide state and is not thread-safe (the app decodes
         # in several sessions at once). Pillow raises DecompressionBombError above 2x its own limit; between
         # 1x and 2x it only warns, and our pixel check below refuses those images anyway (it is lower).
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
+        img: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
         w, h = img.size
         if w < 1 or h < 1:
             raise ImageError("the image has no pixels")

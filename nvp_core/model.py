@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,8 @@ class RealNVP(nn.Module):
     In eval mode the map is an exact bijection and :meth:`inverse` undoes it.
     """
 
+    _device_probe: Tensor  # a buffer (declared: nn.Module's __getattr__ types it as Tensor | Module)
+
     def __init__(self, config: FlowConfig) -> None:
         super().__init__()
         self.config = config
@@ -88,6 +90,11 @@ class RealNVP(nn.Module):
         self.register_buffer("_device_probe", torch.zeros(()), persistent=False)
 
     # --- the bijection -------------------------------------------------------------------------
+    @property
+    def scale_flows(self) -> Sequence[Sequential]:
+        """``scales`` typed as what it holds (``nn.ModuleList`` yields plain modules to a type checker)."""
+        return cast("Sequence[Sequential]", self.scales)
+
     @property
     def num_levels(self) -> int:
         return len(self.latent_shapes)
@@ -114,7 +121,7 @@ class RealNVP(nn.Module):
         if trace:
             parts.append((self.preprocess.describe(), logdet))
         zs: list[Tensor] = []
-        for i, scale in enumerate(self.scales):
+        for i, scale in enumerate(self.scale_flows):
             if trace:
                 h, layer_parts = scale.trace(h)
                 ld = h.new_zeros(h.shape[0])
@@ -146,8 +153,8 @@ class RealNVP(nn.Module):
         pre = self.preprocess
         rows = [LayerRow(0, pre.describe(), tuple(x.shape[1:]), tuple(h.shape[1:]), count(pre), ld)]
         zs: list[Tensor] = []
-        for i, scale in enumerate(self.scales):
-            for layer in scale.layers:
+        for i, scale in enumerate(self.scale_flows):
+            for layer in scale.parts:
                 before = tuple(h.shape[1:])
                 h, ld = layer(h)
                 rows.append(LayerRow(i + 1, layer.describe(), before, tuple(h.shape[1:]), count(layer), ld))
@@ -171,7 +178,7 @@ class RealNVP(nn.Module):
         for i in range(len(self.scales) - 1, -1, -1):
             if i < len(self.scales) - 1:
                 h = torch.cat([h, zs[i]], dim=1)
-            h = self.scales[i].inverse(h)
+            h = self.scale_flows[i].inverse(h)
         return self.preprocess.inverse(h).clamp(0.0, 1.0)
 
     def _check_latents(self, zs: Sequence[Tensor]) -> None:

@@ -32,6 +32,9 @@ class CheckerboardOrder(Bijector):
     checkerboard pattern of the finer grid, consistent across scales. A permutation: log-det 0.
     """
 
+    perm: Tensor  # buffers (declared: nn.Module's __getattr__ types them as Tensor | Module)
+    inv_perm: Tensor
+
     def __init__(self, channels: int) -> None:
         super().__init__()
         if channels % 4:
