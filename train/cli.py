@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .config import PRESETS, TrainConfig, preset
 from .data import DATASETS
@@ -35,7 +36,7 @@ _FIELDS = (
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with the usage and a clear message, never a traceback
+    def error(self, message: str) -> NoReturn:  # exit 2 with the usage and a clear message, never a traceback
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 

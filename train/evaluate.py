@@ -91,21 +91,24 @@ def recalibrate_batchnorm(model: RealNVP, batches: Iterator[torch.Tensor]) -> in
     training trajectory. Returns the number of batches used. Parameters are not touched."""
     flow_bns = [m for m in model.modules() if isinstance(m, BatchNormFlow)]
     net_bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum) for m in flow_bns] + [m.momentum for m in net_bns]
-    for m in net_bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average
+    flow_saved = [m.momentum for m in flow_bns]
+    net_saved = [m.momentum for m in net_bns]
+    for net_bn in net_bns:
+        net_bn.reset_running_stats()
+        net_bn.momentum = None  # cumulative average
     was_training = model.training
     model.train()
     n = 0
     try:
         for n, x in enumerate(batches, start=1):
-            for m in flow_bns:
-                m.momentum = 1.0 / n  # lerp with 1/n is the running mean of the batch statistics
+            for flow_bn in flow_bns:
+                flow_bn.momentum = 1.0 / n  # lerp with 1/n is the running mean of the batch statistics
             model(x)
     finally:
-        for m, mom in zip(flow_bns + net_bns, saved, strict=True):
-            m.momentum = mom
+        for flow_bn, flow_mom in zip(flow_bns, flow_saved, strict=True):
+            flow_bn.momentum = flow_mom
+        for net_bn, net_mom in zip(net_bns, net_saved, strict=True):
+            net_bn.momentum = net_mom
         model.train(was_training)
     return n
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 # IDX type codes -> numpy dtypes (big-endian where it matters).
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 class IdxError(ValueError):

@@ -229,7 +229,7 @@ class StepTally:
         return loss_sum, int(good), int(skipped), worst
 
 
-def _no_buffer_sync() -> dict[str, bool]:
+def _no_buffer_sync() -> dict[str, Any]:
     """DDP's option to not broadcast rank 0's buffers before every forward (its name changed in torch 2.13)."""
     params = inspect.signature(DistributedDataParallel.__init__).parameters
     return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
@@ -304,8 +304,13 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             net, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
         )
 
-    sampler = DistributedSampler(
-        range(len(splits.train)), num_replicas=di.world, rank=di.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(splits.train)),  # type: ignore[arg-type]  # it only takes len() of its dataset; stubs want a Dataset
+        num_replicas=di.world,
+        rank=di.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
     )
     steps_per_epoch = len(sampler) // local_batch
     total_steps = cfg.max_steps if cfg.max_steps else 0
@@ -354,6 +359,8 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         optimizer.load_state_dict(optim_sd)
         step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
         elapsed_before, best_bpd = counters["elapsed_s"], counters["best_bpd"]
+        if not (opts.out / "best.safetensors").is_file():
+            best_bpd = math.inf  # a run folder kept without its best checkpoint: the next evaluation makes one
         torch.set_rng_state(counters["rng"]["torch"])
         noise_gen.set_state(counters["rng"][f"noise{di.rank}"])
         if (total_steps and step >= total_steps) or (max_seconds and elapsed_before >= max_seconds):
@@ -585,7 +592,7 @@ def _recalibrate(
         f"batch-norm recalibration ({cfg.bn_recalibration_batches} batches of 256): "
         f"test bits/dim {before:.4f} -> {after:.4f}"
     )
-    result = {"bn_recalibration": {"before": before, "after": after}}
+    result: dict[str, Any] = {"bn_recalibration": {"before": before, "after": after}}
     if after < before:
         meta.update(test_bpd=after, bn_recalibrated=True, test_bpd_before_recalibration=before)
         save_model(best, opts.out / "best.safetensors", meta, half=cfg.half_checkpoint)
