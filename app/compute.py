@@ -8,6 +8,7 @@ import io
 import math
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -274,7 +275,8 @@ def gif_bytes(frames: np.ndarray, min_side: int = 112, ms: int = 120, boomerang:
 
 def npz_bytes(zs: Sequence[Tensor] | None = None, **arrays: np.ndarray) -> bytes:
     """Latents (as ``level_1`` .. ``level_L``) and any other arrays → ``.npz`` bytes (no pickles)."""
-    data = {f"level_{i}": z.detach().cpu().numpy() for i, z in enumerate(zs or [], start=1)}
+    # Any: numpy's stubs type savez's **kwds as if they could fill its allow_pickle: bool (numpy >= 2.1)
+    data: dict[str, Any] = {f"level_{i}": z.detach().cpu().numpy() for i, z in enumerate(zs or [], start=1)}
     data.update(arrays)
     buf = io.BytesIO()
     np.savez_compressed(buf, **data)

@@ -259,11 +259,12 @@ def shared_result(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[],
 
 class Picked(NamedTuple):
     """An image a page works with: uint8 ``[C, H, W]``, a short description, and its gallery index (the index
-    that fixes its dequantisation noise for the bits/dim; 0 for uploads and samples)."""
+    that fixes its dequantisation noise for the bits/dim; 0 for uploads and samples). The field is not named
+    ``index``: that would shadow the tuple's ``index`` method."""
 
     image: np.ndarray
     desc: str
-    index: int = 0
+    gallery_index: int = 0
 
 
 def set_current_image(ctx: Ctx, picked: Picked) -> None:

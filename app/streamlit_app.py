@@ -80,7 +80,8 @@ def sidebar() -> bool:
             return False
         labels = {str(p): _label(p) for p in found} | {str(p): f"run {p.parent.name}: {_label(p)}" for p in opened}
         if uploaded:
-            labels[str(uploaded)] = f"uploaded: {st.session_state.get('ckpt_upload').name}"
+            up = st.session_state.get("ckpt_upload")
+            labels[str(uploaded)] = f"uploaded: {up.name if up is not None else uploaded.name}"
         if uploaded and st.session_state.get("last_upload") != str(uploaded):
             # A newly uploaded checkpoint becomes the current model once; the user can switch back.
             st.session_state["last_upload"] = str(uploaded)

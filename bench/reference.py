@@ -39,7 +39,7 @@ def _images(batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 1, 28, 28), generator=gen, dtype=torch.uint8)
 
 
-def _contiguous_rescale(rescale: type) -> None:
+def _contiguous_rescale(rescale: Any) -> None:  # the reference's Rescale class (an nn.Module subclass)
     """Compatibility shim, the only change to the reference: its channel-wise couplings call ``s.view(B, -1)``
     on ``rescale(tanh(s))`` where ``s`` is a ``chunk`` of the s,t output. Recent torch keeps the chunk's strides
     through the element-wise product, so ``view`` raises; the torch it was written for returned a contiguous
@@ -124,7 +124,7 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1) -> d
             r.step()
             times[r.name].append(time.perf_counter() - t)
             loads.append(load_now())
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in runners:
         step_s = median(times[r.name])
         rows.append(

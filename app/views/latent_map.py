@@ -111,6 +111,7 @@ fig.update_layout(
     legend={"itemsizing": "constant"},
 )
 event = st.plotly_chart(fig, key=ctx.k("lm_chart"), on_select="rerun", selection_mode=("box", "lasso"))
+n_gallery = len(gl.labels)  # a plain int: the function below does not see the check of gl above
 
 
 def _selected_index(point: dict) -> int | None:
@@ -122,7 +123,7 @@ def _selected_index(point: dict) -> int | None:
         if curve is None or k is None or not 0 <= curve < len(trace_points) or not 0 <= k < len(trace_points[curve]):
             return None
         i = int(trace_points[curve][k])
-    return i if 0 <= i < len(gl.labels) else None
+    return i if 0 <= i < n_gallery else None
 
 
 left, right = st.columns(2, gap="large")

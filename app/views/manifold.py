@@ -23,13 +23,15 @@ names = ["top left (z₁)", "top right (z₂)", "bottom left (z₃)", "bottom ri
 for i, col in enumerate(cols):
     with col:
         corners.append(widgets.image_input(ctx, f"mf{i}", names[i], default_index=start[i], horizontal=False))
-if any(c is None for c in corners):
+picked = [c for c in corners if c is not None]
+if len(picked) < 4:
     st.stop()
-zs4 = [compute.encode(model, c[0][None]) for c in corners]
+zs4 = [compute.encode(model, c.image[None]) for c in picked]
 
 
 @st.fragment
-def grid_view(zs4: list, key: str) -> None:
+def grid_view(zs4: list[compute.Latents], key: str) -> None:
+    z1, z2, z3, z4 = zs4
     c1, c2 = st.columns([1, 2])
     n = c1.slider("Grid size n", 3, 12, 7, key=ctx.s("mf_n"), persist_state="session")
     with c2:
@@ -38,14 +40,19 @@ def grid_view(zs4: list, key: str) -> None:
         st.warning("Choose at least one level.")
         return
     frames = widgets.memo(
-        ctx, "manifold", (key, n, tuple(levels)), lambda: compute.decode(model, manifold(*zs4, n, levels=levels))
+        ctx,
+        "manifold",
+        (key, n, tuple(levels)),
+        lambda: compute.decode(model, manifold(z1, z2, z3, z4, n, levels=levels)),
     )
     caption = (
         f"Manifold, {n}×{n}, on levels {', '.join(map(str, levels))}: rows φ = 0 … π/2 (top to bottom), "
         "columns φ′ = 0 … π/2 (left to right)"
     )
     mosaic = widgets.strip(frames, caption, ncol=n, cell=max(48, 640 // n))
-    widgets.result_downloads(ctx, "manifold", mosaic, lambda: manifold(*zs4, n, levels=levels), levels=np.array(levels))
+    widgets.result_downloads(
+        ctx, "manifold", mosaic, lambda: manifold(z1, z2, z3, z4, n, levels=levels), levels=np.array(levels)
+    )
 
 
-grid_view(zs4, widgets.digest(*(c[0] for c in corners)))
+grid_view(zs4, widgets.digest(*(c.image for c in picked)))
