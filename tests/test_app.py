@@ -117,7 +117,7 @@ def test_upload_then_every_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Pa
     for page in PAGES[1:]:
         goto(at, page)
         assert at.title[0].value == titles.get(page, page.capitalize())
-        if page == "runs":  # the run folders next to these models (models/ keeps a paused run), or where it looked
+        if page == "runs":  # the run folders next to these models, or where it looked
             from app.runs import find_runs
 
             if find_runs(Path(os.environ["NVP_RUNS_DIR"])):
