@@ -89,6 +89,7 @@ def sidebar() -> bool:
         if st.session_state.get("model_choice") not in options:
             st.session_state.pop("model_choice", None)
         chosen = st.selectbox("Model", options, format_func=lambda p: labels[p], key="model_choice")
+        assert chosen is not None  # options is not empty (checked above)
         problem = state.check_checkpoint(Path(chosen))
         if problem is not None:
             st.error(problem)

@@ -76,6 +76,7 @@ def image_input(
             persist_state="session",
             format_func=lambda c: "any" if c < 0 else (g.class_names[c] if c < len(g.class_names) else str(c)),
         )
+        assert cls is not None  # a selectbox over a non-empty list with an index always returns an option
         pool = np.arange(len(g.images)) if cls < 0 else np.flatnonzero(g.labels == cls)
         n = len(pool)
         name = "any" if cls < 0 else (g.class_names[cls] if cls < len(g.class_names) else str(cls))

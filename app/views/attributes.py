@@ -65,6 +65,7 @@ if mode == "Class means" and g is not None and gl is not None:
         )
         for col, end, default in ((c1, "From", i_from), (c2, "To", i_to))
     )
+    assert src is not None and dst is not None  # both lists hold every present class
     title = f"{names[src]} → {names[dst]}"
     direction = attribute_direction(
         gl.tensors(np.flatnonzero(gl.labels == dst)), gl.tensors(np.flatnonzero(gl.labels == src))

@@ -61,6 +61,7 @@ def path_view(za: list, zb: list, key: str) -> None:
             persist_state="session",
             help="spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
         )
+        assert method is not None  # a radio with options and no index=None always has a choice
         steps = st.slider("Frames", 3, 16, 9, key=ctx.s("ip_steps"), persist_state="session")
     with c2:
         st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")

@@ -40,6 +40,7 @@ choice = st.selectbox(
     key="runs_choice",
     format_func=lambda n: n + (" (training)" if found[names.index(n)].live else ""),
 )
+assert choice is not None  # names is not empty here
 run = found[names.index(choice)]
 
 
