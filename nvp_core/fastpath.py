@@ -13,7 +13,9 @@ BF16, AMX), the torch build, the thread count and the model's shapes, so no rule
   and the median decides. bf16 wins only when it is at least ``BF16_MARGIN`` faster than the best float32 path;
 * cache: ``~/.cache/nvp-explorer/fastpath.json`` (``$NVP_FASTPATH_CACHE`` elsewhere), keyed by the CPU model,
   the flags that matter, torch's version and CPU capability, the thread count, the device, the model's
-  configuration, the mode and the batch. An unreadable or corrupt file is ignored and rewritten;
+  configuration, the mode and the batch. An unreadable or corrupt file is ignored and rewritten. A measurement
+  taken on a busy machine (load average per core at least ``BUSY_LOAD``) is provisional: it is measured again
+  once the machine is quiet, and after ``BUSY_TTL_S`` in any case, because other jobs distort the timings;
 * overrides: the caller's ``precision`` (``"fp32"``/``"bf16"`` restrict the dtype, a full name such as
   ``"bf16-cl"`` fixes the path) wins over ``$NVP_FASTPATH`` (same values), which wins over the cache.
 
@@ -57,6 +59,8 @@ TIMING_BLOCKS = 2
 TIMING_BATCH = 8
 #: Alternated timing rounds: at least ``MIN_ROUNDS``, more while under ``BUDGET_S`` seconds, at most ``MAX_ROUNDS``.
 MIN_ROUNDS, MAX_ROUNDS, BUDGET_S = 3, 9, 4.0
+#: Load average per core from which a measurement counts as taken on a busy machine, and how long one is kept.
+BUSY_LOAD, BUSY_TTL_S = 0.5, 24 * 3600.0
 #: A candidate whose warm-up call is this many times slower than the fastest one is not timed further.
 HOPELESS = 4.0
 #: CPU flags that decide which kernels exist (recorded with every measurement and in the cache key).
@@ -224,7 +228,31 @@ def _write_cache(path: Path, key_id: str, entry: dict[str, Any]) -> None:
         log.warning("fast path cache %s not written (%s)", path, e)
 
 
-def _cached_path(entry: Any, allowed: list[FastPath]) -> FastPath | None:
+def load_per_core() -> float | None:
+    """The 1-minute load average divided by the number of CPUs (``None`` where the OS has no load average)."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    return os.getloadavg()[0] / (os.cpu_count() or 1)
+
+
+def _still_valid(entry: dict[str, Any], now: datetime, load_now: float | None) -> bool:
+    """A quiet machine's measurement stays; a busy machine's is kept until the machine is quiet or it is
+    ``BUSY_TTL_S`` old (entries without the fields, from before they existed, count as quiet)."""
+    busy = entry.get("load_per_core")
+    if not isinstance(busy, (int, float)) or busy < BUSY_LOAD:
+        return True
+    if load_now is not None and load_now < BUSY_LOAD:
+        return False
+    try:
+        age = (now - datetime.fromisoformat(entry["measured_utc"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return False
+    return 0 <= age < BUSY_TTL_S
+
+
+def _cached_path(entry: Any, allowed: list[FastPath], now: datetime, load_now: float | None) -> FastPath | None:
+    if not isinstance(entry, dict) or not _still_valid(entry, now, load_now):
+        return None
     try:
         path = FastPath.from_name(entry["path"])
     except (TypeError, KeyError, ValueError):
@@ -350,11 +378,12 @@ def choose(
     }
     key_id = _key_id(key)
     cpath = cache_path()
+    load_now = load_per_core()
     if use_cache:
         entry = _read_cache(cpath).get(key_id)
-        found = _cached_path(entry, allowed)
-        if found is not None:
-            timings = entry.get("timings_ms", {}) if isinstance(entry, dict) else {}
+        found = _cached_path(entry, allowed, datetime.now(timezone.utc), load_now)
+        if found is not None and isinstance(entry, dict):
+            timings = entry.get("timings_ms", {})
             return Choice(found, "cache", timings if isinstance(timings, dict) else {}, key)
     timings = measure(config, mode, batch, device, allowed)
     choice = Choice(pick(timings), "measured", timings, key)
@@ -368,6 +397,7 @@ def choose(
                 "key": key,
                 "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "loadavg_1": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+                "load_per_core": None if load_now is None else round(load_now, 3),
             },
         )
     log.info("fast path for %s on %s: %s", mode, device, choice.describe())

@@ -222,6 +222,7 @@ def cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(fastpath.ENV_CACHE, str(path))
     monkeypatch.delenv(fastpath.ENV_OVERRIDE, raising=False)
     monkeypatch.setattr(fastpath, "bf16_can_be_fast", lambda device: True)  # all four are candidates
+    monkeypatch.setattr(fastpath, "load_per_core", lambda: 0.1)  # a quiet machine unless a test says otherwise
     return path
 
 
@@ -280,6 +281,27 @@ def test_an_unreadable_or_unwritable_cache_is_not_a_crash(cache_file: Path, fake
     cache_file.mkdir(parents=True)  # a directory where the file should be: cannot be read nor replaced
     assert choose(CFG, "train", 32).name == "bf16-cl"
     assert choose(CFG, "train", 32).source == "measured"  # nothing was cached, and nothing crashed
+
+
+def test_a_busy_machines_measurement_is_redone_when_quiet_or_a_day_old(
+    cache_file: Path, fake_timings: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load = [1.2]  # per core: other jobs are running
+    monkeypatch.setattr(fastpath, "load_per_core", lambda: load[0])
+    assert choose(CFG, "train", 32).source == "measured"
+    (entry,) = json.loads(cache_file.read_text())["entries"].values()
+    assert entry["load_per_core"] == 1.2
+    assert choose(CFG, "train", 32).source == "cache"  # still busy, and fresh: kept
+    load[0] = 0.05
+    assert choose(CFG, "train", 32).source == "measured"  # quiet now: measured again, and this one stays
+    load[0] = 1.5
+    assert choose(CFG, "train", 32).source == "cache"
+    data = json.loads(cache_file.read_text())  # a busy measurement from two days ago is not trusted
+    for e in data["entries"].values():
+        e["load_per_core"], e["measured_utc"] = 0.9, "2026-01-01T00:00:00+00:00"
+    cache_file.write_text(json.dumps(data))
+    assert choose(CFG, "train", 32).source == "measured"
+    assert fake_timings == [4, 4, 4]
 
 
 def test_overrides(cache_file: Path, fake_timings: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
