@@ -1,0 +1,73 @@
+"""An exponential moving average of the weights, for evaluation and export (``--ema DECAY``; off by default).
+
+Glow and Flow++ evaluate with averaged weights (Polyak averaging): late in training the optimiser's iterates
+jitter around a minimum and their average sits closer to it. After every optimiser step
+
+    shadow <- d_t * shadow + (1 - d_t) * weights,   d_t = min(decay, (1 + t) / (10 + t)),
+
+where t counts the updates, so that early shadows are not dominated by the random initial weights. Only
+parameters are averaged; buffers (the batch-norm running averages, which belong to the weights they were
+measured with) are taken from the live model and recalibrated for the averaged weights before the final
+evaluation (see ``train.evaluate.recalibrate_batchnorm``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class WeightAverage:
+    """The shadow copy of ``model``'s parameters (float32, on the parameters' device)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"--ema must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shadow = [p.detach().clone() for p in model.parameters()]
+
+    def current_decay(self) -> float:
+        return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        """One averaging step after an optimiser step (one fused kernel over all tensors)."""
+        params = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(self.shadow, params, 1.0 - self.current_decay())
+        self.updates += 1
+
+    @contextmanager
+    @torch.no_grad()
+    def swapped_in(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """``model`` with the averaged weights inside the block and its own weights back after it, even when
+        the block raises. Swapping the storage (not copying) costs nothing and keeps one copy of each."""
+        params = list(model.parameters())
+        for p, s in zip(params, self.shadow, strict=True):
+            p.data, s.data = s.data, p.data
+        try:
+            yield model
+        finally:
+            for p, s in zip(params, self.shadow, strict=True):
+                p.data, s.data = s.data, p.data
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat tensors (safetensors-ready): ``ema.<parameter name>`` and ``ema.__updates__``."""
+        out = {f"ema.{n}": s.detach().clone() for n, s in zip(self.names, self.shadow, strict=True)}
+        out["ema.__updates__"] = torch.tensor([self.updates], dtype=torch.int64)
+        return out
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """The inverse of :meth:`state_dict`; a mismatch in names or shapes is a ``ValueError``."""
+        missing = [n for n in self.names if f"ema.{n}" not in tensors]
+        if missing or "ema.__updates__" not in tensors:
+            raise ValueError(f"the saved weight average lacks {missing[:3] or ['its update count']}")
+        for n, s in zip(self.names, self.shadow, strict=True):
+            t = tensors[f"ema.{n}"]
+            if t.shape != s.shape:
+                raise ValueError(f"the saved weight average of {n} has shape {tuple(t.shape)}, not {tuple(s.shape)}")
+            s.copy_(t)
+        self.updates = int(tensors["ema.__updates__"].item())
