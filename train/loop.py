@@ -3,7 +3,6 @@ evaluation, a sample grid, metrics and checkpoints after each epoch."""
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import time
@@ -26,21 +25,25 @@ from .data import Splits, load_dataset
 from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
+from .ranks import average_buffers, gather_rng_states, max_diff_across_ranks, no_buffer_sync, synced_elapsed
 from .schedule import budget_progress, learning_rate
 from .state import StateError, load_state, save_state
+from .step_checks import MAX_BAD_STEPS, BufferGuard, StepTally, TrainingError, diverged
 
-MAX_BAD_STEPS = 25  # consecutive non-finite steps before the run gives up
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (e.g. the loss keeps diverging); the message says why and what to try."""
-
-
-def diverged(what: str) -> TrainingError:
-    return TrainingError(
-        f"{what}: training diverged. Try a smaller --lr, a smaller --grad-clip, or --precision fp32; resume from "
-        "the last checkpoint (--resume)"
-    )
+__all__ = [  # what other modules and the tests import from here
+    "MAX_BAD_STEPS",
+    "BufferGuard",
+    "RunOptions",
+    "StepTally",
+    "TrainingError",
+    "build_optimizer",
+    "loss_bits_per_dim",
+    "resolve_precision",
+    "same_recipe",
+    "step_on_device",
+    "train",
+    "train_batch",
+]
 
 
 @dataclass
@@ -139,47 +142,6 @@ def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     return all(saved.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in keys)
 
 
-def synced_elapsed(di: DistInfo, seconds: float) -> float:
-    """Rank 0's elapsed time on every rank, so that time budgets end every process at the same step."""
-    if not di.enabled:
-        return seconds
-    t = torch.tensor([seconds], dtype=torch.float64)
-    torch.distributed.broadcast(t, 0)
-    return float(t.item())
-
-
-def max_diff_across_ranks(tensors: list[torch.Tensor]) -> float:
-    """Largest difference between any of ``tensors`` and rank 0's copy (0.0 when the ranks agree)."""
-    diff = torch.zeros((), dtype=torch.float64)
-    for t in tensors:
-        ref = t.detach().clone()
-        torch.distributed.broadcast(ref, 0)
-        diff = torch.maximum(diff, (t.detach() - ref).abs().max().double().cpu())
-    torch.distributed.all_reduce(diff, op=torch.distributed.ReduceOp.MAX)
-    return float(diff)
-
-
-class BufferGuard:
-    """The floating-point buffers (batch-norm running averages) before a step, to undo what a skipped step
-    did to them without asking the host: :meth:`keep_if` selects, on the device, the new or the saved
-    values. (Integer counters, ``num_batches_tracked``, are not restored; nothing here reads them.)"""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.buffers = [b for b in model.buffers() if b.is_floating_point() and b.numel()]
-        self.saved: torch.Tensor | None = None
-
-    def save(self) -> None:
-        self.saved = torch.cat([b.detach().reshape(-1) for b in self.buffers])
-
-    @torch.no_grad()
-    def keep_if(self, ok: torch.Tensor) -> None:
-        assert self.saved is not None
-        now = torch.cat([b.reshape(-1) for b in self.buffers])
-        chosen = torch.where(ok, now, self.saved).split([b.numel() for b in self.buffers])
-        values = [c.view_as(b).to(b.dtype) for c, b in zip(chosen, self.buffers, strict=True)]
-        torch._foreach_copy_(self.buffers, values)
-
-
 def step_on_device(
     net: torch.nn.Module,
     model: RealNVP,
@@ -202,48 +164,6 @@ def step_on_device(
     optimizer.step()
     guard.keep_if(ok)
     return loss, ok
-
-
-class StepTally:
-    """The loss sum of the good steps, the counts of good and skipped (non-finite) steps, and the longest run
-    of skipped steps since the last :meth:`read`, kept on the device: reading them is the one host sync."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
-        self.run = torch.zeros((), dtype=torch.int64, device=device)
-        self.worst = torch.zeros((), dtype=torch.int64, device=device)
-
-    @torch.no_grad()
-    def add(self, loss: torch.Tensor, ok: torch.Tensor) -> None:
-        okd = ok.double()
-        self.sums += torch.stack([torch.where(ok, loss.detach().double(), 0.0), okd, 1.0 - okd])
-        self.run = torch.where(ok, 0, self.run + 1)
-        self.worst = torch.maximum(self.worst, self.run)
-
-    def read(self) -> tuple[float, int, int, int]:
-        """``(loss sum, good steps, skipped steps, longest run of skipped steps)``, then starts afresh."""
-        loss_sum, good, skipped = self.sums.tolist()
-        worst = int(self.worst)
-        self.sums.zero_()
-        self.worst.copy_(self.run)
-        return loss_sum, int(good), int(skipped), worst
-
-
-def _no_buffer_sync() -> dict[str, Any]:
-    """DDP's option to not broadcast rank 0's buffers before every forward (its name changed in torch 2.13)."""
-    params = inspect.signature(DistributedDataParallel.__init__).parameters
-    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-
-
-def average_buffers(model: torch.nn.Module, world: int) -> None:
-    """Averages the floating-point buffers over the processes. The s,t ResNets' batch norms see only their
-    own process's batches (SyncBatchNorm needs a GPU), so their running averages differ slightly between
-    ranks; before evaluating or saving, every rank takes the mean (the flow's own batch norms are synced
-    already and stay unchanged)."""
-    for buf in model.buffers():
-        if buf.is_floating_point():
-            torch.distributed.all_reduce(buf)
-            buf.div_(world)
 
 
 def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
@@ -301,7 +221,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         # process keeps its own and average_buffers takes their mean before every evaluation and save; with
         # "sync" they are equal anyway. The flow's batch norms see the global batch on every rank.
         net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync()
+            net, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync()
         )
 
     sampler: DistributedSampler[int] = DistributedSampler(
@@ -385,18 +305,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     def elapsed() -> float:
         return elapsed_before + time.time() - t_start
 
-    def rng_states() -> dict[str, torch.Tensor]:
-        # Every rank's noise generator is gathered so that any rank can resume its own stream.
-        states = {"torch": torch.get_rng_state(), f"noise{di.rank}": noise_gen.get_state()}
-        if di.enabled:
-            gathered: list[Any] = [None] * di.world
-            torch.distributed.all_gather_object(gathered, noise_gen.get_state().tolist())
-            states.update({f"noise{r}": torch.tensor(s, dtype=torch.uint8) for r, s in enumerate(gathered)})
-        return states
-
     def save_all(extra: dict[str, Any], test_bpd: float | None) -> None:
         nonlocal best_bpd
-        states = rng_states()  # collective: every rank must call it
+        states = gather_rng_states(di, noise_gen)  # collective: every rank must call it
         if not di.is_main:
             return
         meta = checkpoint_metadata(cfg, opts, splits, extra)
