@@ -1,4 +1,5 @@
-"""The resume state: model, optimiser, step counters and RNG states, stored without pickle.
+"""The resume state: model, optimiser and the run's counters and RNG states (a :class:`RunState`), stored
+without pickle.
 
 Tensors go to ``<stem>.state.safetensors``, whose header also holds everything else as JSON, so a single
 atomic rename (temporary file + rename) commits a state; ``<stem>.state.json`` is a readable copy of that
@@ -16,6 +17,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from nvp_core.fileio import atomic_write
+
+from .run_state import RunState
 
 STATE_FORMAT = "nvp_train_state/1"
 
@@ -96,3 +99,15 @@ def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], 
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     counters["rng"] = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
     return model_sd, _optimizer_join(tensors, doc["optimizer"]), counters
+
+
+def save_run_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState) -> None:
+    """Writes ``run`` with the model and optimiser as the run's resume state (``last``)."""
+    save_state(out, model, optimizer, run.rng, run.counters())
+
+
+def load_run_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], RunState]:
+    """Reads the run's resume state: ``(model state_dict, optimizer state_dict, run state)``. The format is
+    the one :func:`save_state` has always written, so states of earlier trainers load the same way."""
+    model_sd, optim_sd, counters = load_state(out)
+    return model_sd, optim_sd, RunState.from_counters(counters, counters.pop("rng"))
