@@ -45,7 +45,7 @@ def die():
 
 calls = {"loss": 0, "write": 0, "json": 0}
 real_loss, real_write, real_replace = loop.loss_bits_per_dim, state.save_file, os.replace
-real_save_state = loop.save_state
+real_save_state = state.save_state
 
 def loss(net, model, x):
     calls["loss"] += 1
@@ -72,7 +72,7 @@ def save_state(out, model, optimizer, rng, counters, *a, **k):
     with open(os.environ["ROBUST_SAVES"], "a") as f:
         f.write(f"{counters['step']}\n")
 
-loop.loss_bits_per_dim, state.save_file, os.replace, loop.save_state = loss, write, replace, save_state
+loop.loss_bits_per_dim, state.save_file, os.replace, state.save_state = loss, write, replace, save_state
 sys.argv = ["python -m train", *sys.argv[1:]]
 runpy.run_module("train", run_name="__main__", alter_sys=True)
 """

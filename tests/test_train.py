@@ -152,20 +152,20 @@ def test_resume_keeps_the_fast_path_the_run_trained_with(tmp_path, monkeypatch):
 
 
 def test_a_run_kept_without_its_best_checkpoint_resumes_and_makes_one(tmp_path, monkeypatch):
-    from train import loop
+    from train import state
 
     # What a paused run committed to the repository holds: the resume state, not every checkpoint.
     cfg = tiny(max_steps=8, warmup_steps=2, bn_recalibration_batches=2)
     run(cfg, tmp_path)
     (tmp_path / "best.safetensors").unlink()
     (tmp_path / "last.safetensors").unlink()
-    real_load = loop.load_state
+    real_load = state.load_state
 
     def stored_best_unbeatable(out):  # a stored best that the continuation cannot beat
         model_sd, optim_sd, counters = real_load(out)
         return model_sd, optim_sd, {**counters, "best_bpd": 0.0}
 
-    monkeypatch.setattr(loop, "load_state", stored_best_unbeatable)
+    monkeypatch.setattr(state, "load_state", stored_best_unbeatable)
     result = run(cfg.with_updates(max_steps=12), tmp_path, resume=True)
     assert (tmp_path / "best.safetensors").is_file() and math.isfinite(result["best_bpd"])
     assert "bn_recalibration" in result

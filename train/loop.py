@@ -1,14 +1,15 @@
-"""The training loop, readable top to bottom: data, model, optimiser, then epochs of steps with an
-evaluation, a sample grid, metrics and checkpoints after each epoch."""
+"""The training loop, readable top to bottom like nanoGPT's ``train.py``: data, model, optimiser, the resume
+state, then one flat loop of steps (the epoch and the batch in it are counters of the :class:`RunState`) with
+a curve point (evaluation, sample grid, metrics, checkpoints) at each epoch end and every --eval-minutes."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -20,14 +21,17 @@ from nvp_core.base import standard_normal_logprob
 from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
 from nvp_core.fileio import remove_stale_temps
 
+from .checkpointing import checkpoint_metadata, read_resume_state, save_checkpoint
+from .checkpointing import same_recipe as same_recipe  # imported from here by the CLI's tests
 from .config import TrainConfig
 from .data import Splits, load_dataset
 from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
+from .progress import LossWindow
 from .ranks import average_buffers, gather_rng_states, max_diff_across_ranks, no_buffer_sync, synced_elapsed
+from .run_state import RunState
 from .schedule import budget_progress, learning_rate
-from .state import StateError, load_state, save_state
 from .step_checks import MAX_BAD_STEPS, BufferGuard, StepTally, TrainingError, diverged
 
 __all__ = [  # what other modules and the tests import from here
@@ -117,31 +121,6 @@ def loss_bits_per_dim(net: torch.nn.Module, model: RealNVP, x: torch.Tensor) -> 
     return -(log_prob.mean()) / (model.dim * math.log(2.0))
 
 
-def checkpoint_metadata(cfg: TrainConfig, opts: RunOptions, splits: Splits, extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "dataset": splits.name,
-        "image_size": splits.image_size,
-        "channels": splits.channels,
-        "class_names": splits.class_names,
-        "preset": opts.preset,
-        "command": opts.command,
-        "train_config": cfg.to_dict(),
-        **extra,
-    }
-
-
-# Budgets may change on --resume (to extend a run); everything else must match the saved run.
-_RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "eval_limit", "log_every"}
-
-
-def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:
-    """Whether a saved run's settings match the current ones (budgets aside). A setting that did not exist
-    when the run was saved counts as its default, so runs saved by an older trainer stay resumable."""
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
-    keys = (set(saved) | set(now)) - _RESUMABLE_CHANGES
-    return all(saved.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in keys)
-
-
 def step_on_device(
     net: torch.nn.Module,
     model: RealNVP,
@@ -166,6 +145,35 @@ def step_on_device(
     return loss, ok
 
 
+class HostStep(NamedTuple):
+    taken: bool
+    loss: float
+    grad_norm: float  # read only for a skipped step (nan otherwise): reading it costs a sync on a GPU
+
+
+def step_on_host(
+    net: torch.nn.Module,
+    model: RealNVP,
+    x: torch.Tensor,
+    optimizer: torch.optim.Adam,
+    params: list[torch.nn.Parameter],
+    grad_clip: float,
+) -> HostStep:
+    """One training step checked on the host: a non-finite loss or gradient norm skips it, and undoes what
+    the bad batch did to the batch-norm running averages."""
+    buffers = [buf.clone() for buf in model.buffers()]
+    loss = loss_bits_per_dim(net, model, x)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
+        for buf, saved in zip(model.buffers(), buffers, strict=True):
+            buf.copy_(saved)
+        return HostStep(False, loss.item(), grad_norm.item())
+    optimizer.step()
+    return HostStep(True, loss.item(), math.nan)
+
+
 def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
     """Runs (or resumes) training; returns the final metrics. Raises ValueError for bad settings or data
     (shown to the user as they are) and :class:`TrainingError` when training diverges."""
@@ -182,14 +190,27 @@ def train(cfg: TrainConfig, opts: RunOptions) -> dict[str, Any]:
         shutdown(dist_info, ok)  # after an error: no barrier, the other ranks may be in another collective
 
 
+@dataclass(frozen=True)
+class Job:
+    """What stays fixed during one invocation: the recipe, the options, the processes and the data."""
+
+    cfg: TrainConfig
+    opts: RunOptions
+    di: DistInfo
+    device: torch.device
+    splits: Splits
+    test_images: torch.Tensor
+    noise_gen: torch.Generator  # this process's dequantisation noise (its state changes, the object does not)
+    metrics: MetricsWriter
+
+    def epochs(self, step: int) -> float:
+        """Epochs of training data seen after ``step`` steps (the x axis of the curve)."""
+        return round(step * self.cfg.batch_size / len(self.splits.train), 4)
+
+
 def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     device = resolve_device(opts.device, di)
-    if cfg.batch_size % di.world:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {di.world}")
-    if opts.resnet_bn not in ("local", "sync"):
-        raise ValueError(f"--resnet-bn must be local or sync, got {opts.resnet_bn!r}")
-    if opts.resnet_bn == "sync" and di.enabled and device.type != "cuda":
-        raise ValueError("--resnet-bn sync needs GPUs (SyncBatchNorm); on CPU use --resnet-bn local")
+    _check_options(cfg, opts, di, device)
     local_batch = cfg.batch_size // di.world
     deferred = device.type == "cuda" if opts.deferred_checks is None else opts.deferred_checks
     if device.type == "cuda":
@@ -198,32 +219,11 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(cfg.seed)
 
-    def load() -> Splits:
-        return load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
-
-    # torchvision datasets download on first use: one process per machine downloads, the others wait.
-    downloads = cfg.dataset in ("mnist", "fashion-mnist", "cifar10", "celeba")
-    splits = local_main_first(di, load) if downloads else load()
+    # --- data ---------------------------------------------------------------------------------
+    splits = _load_splits(cfg, opts, di)
     if len(splits.train) < cfg.batch_size:
         raise ValueError(f"only {len(splits.train)} training images, fewer than --batch-size {cfg.batch_size}")
     test_images = splits.test[: cfg.eval_limit] if cfg.eval_limit else splits.test
-
-    # --- model and optimiser ------------------------------------------------------------------
-    model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
-    fast = configure(model, device, mode="train", batch=local_batch, precision=cfg.precision).path  # applied
-    optimizer = build_optimizer(model, cfg, fused=deferred)
-    net: torch.nn.Module = model
-    if di.enabled:
-        model.set_sync_batchnorm(True)  # the flow's batch norm is part of the density: all-reduce its statistics
-        if opts.resnet_bn == "sync":
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # The s,t ResNets' running averages are not broadcast from rank 0 at every step: with "local" each
-        # process keeps its own and average_buffers takes their mean before every evaluation and save; with
-        # "sync" they are equal anyway. The flow's batch norms see the global batch on every rank.
-        net = DistributedDataParallel(
-            net, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync()
-        )
-
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(splits.train)),  # type: ignore[arg-type]  # it only takes len() of its dataset; stubs want a Dataset
         num_replicas=di.world,
@@ -243,230 +243,246 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     train_images = splits.train.to(device) if device.type == "cuda" else splits.train
     noise_gen = torch.Generator(device=noise_device).manual_seed(cfg.seed * 1000 + di.rank)
 
-    # --- counters, resume ---------------------------------------------------------------------
-    step, epoch, batch_in_epoch, elapsed_before, best_bpd = 0, 0, 0, 0.0, math.inf
+    # --- model and optimiser ------------------------------------------------------------------
+    model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
+    fast = configure(model, device, mode="train", batch=local_batch, precision=cfg.precision).path  # applied
+    optimizer = build_optimizer(model, cfg, fused=deferred)
+    net = _distributed(model, opts, di, device)
+
+    # --- where the run stands: a new run, or the resume state -------------------------------------
+    run = RunState()
     if opts.resume:
-        try:
-            model_sd, optim_sd, counters = load_state(opts.out)
-        except StateError as e:
-            raise ValueError(str(e)) from None
-        if not same_recipe(counters.get("train_config", {}), cfg.to_dict()):
-            raise ValueError(
-                f"--resume: the settings differ from the run in {opts.out}; resume with the same flags "
-                f"(saved: {counters.get('train_config')})"
-            )
-        # A state without these was written by a single CPU process.
-        saved_world, saved_noise = int(counters.get("world_size", 1)), counters.get("noise_device", "cpu")
-        if saved_world != di.world:
-            how = "without torchrun" if saved_world == 1 else f"with torchrun --nproc_per_node={saved_world}"
-            raise ValueError(
-                f"--resume: the run in {opts.out} was trained by {saved_world} process(es), this job has "
-                f"{di.world}; the data order and noise streams depend on it. Resume it {how}, or start a new run"
-            )
-        if f"noise{di.rank}" not in counters["rng"]:
-            raise ValueError(f"--resume: the state in {opts.out} has no noise stream for process {di.rank}")
-        if saved_noise != noise_device.type:
-            raise ValueError(
-                f"--resume: the run in {opts.out} drew its noise on {saved_noise}; "
-                f"resume it with --device {saved_noise}"
-            )
-        saved_path = counters.get("fast_path")
-        if saved_path and saved_path != fast.name and not os.environ.get(ENV_OVERRIDE):
+        model_sd, optim_sd, run = read_resume_state(opts.out, cfg, di, noise_device)
+        if run.fast_path and run.fast_path != fast.name and not os.environ.get(ENV_OVERRIDE):
             # A new measurement may pick another path; the continuation is exact only on the run's own one.
-            fast = FastPath.from_name(saved_path)
+            fast = FastPath.from_name(run.fast_path)
             fast.apply(model)
         model.load_state_dict(model_sd)
         optimizer.load_state_dict(optim_sd)
-        step, epoch, batch_in_epoch = counters["step"], counters["epoch"], counters["batch_in_epoch"]
-        elapsed_before, best_bpd = counters["elapsed_s"], counters["best_bpd"]
-        if not (opts.out / "best.safetensors").is_file():
-            best_bpd = math.inf  # a run folder kept without its best checkpoint: the next evaluation makes one
-        torch.set_rng_state(counters["rng"]["torch"])
-        noise_gen.set_state(counters["rng"][f"noise{di.rank}"])
-        if (total_steps and step >= total_steps) or (max_seconds and elapsed_before >= max_seconds):
-            return {"step": step, "best_bpd": best_bpd, "nothing_to_do": True}
-    out = opts.out
-    metrics = MetricsWriter(out, enabled=di.is_main)
+        torch.set_rng_state(run.rng["torch"])
+        noise_gen.set_state(run.rng[f"noise{di.rank}"])
+        if (total_steps and run.step >= total_steps) or (max_seconds and run.elapsed_s >= max_seconds):
+            return {"step": run.step, "best_bpd": run.best_bpd, "nothing_to_do": True}
+    # The states this job writes say what it is (budgets may have changed on --resume).
+    run = replace(
+        run, train_config=cfg.to_dict(), world_size=di.world, noise_device=noise_device.type, fast_path=fast.name
+    )
+    job = Job(cfg, opts, di, device, splits, test_images, noise_gen, MetricsWriter(opts.out, enabled=di.is_main))
     if di.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        # This run owns its folder: half-written files of a killed earlier invocation are litter, never state.
-        stale = remove_stale_temps(out)
-        metrics.note(
-            f"{'resumed' if opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
-            f"{len(test_images)} test images {list(splits.train.shape[1:])}, "
-            f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {device}"
-            + (f" ({backend_for(device.type)}, s,t ResNet batch norm {opts.resnet_bn})" if di.enabled else "")
-            + ", "
-            f"compute {fast.dtype or torch.float32}, fast path {fast.name}"
-            + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
-            + (f", {len(stale)} temporary files of an interrupted write removed" if stale else "")
-        )
+        _start_folder(job, model, fast)
 
-    def elapsed() -> float:
-        return elapsed_before + time.time() - t_start
-
-    def save_all(extra: dict[str, Any], test_bpd: float | None) -> None:
-        nonlocal best_bpd
-        states = gather_rng_states(di, noise_gen)  # collective: every rank must call it
-        if not di.is_main:
-            return
-        meta = checkpoint_metadata(cfg, opts, splits, extra)
-        save_model(model, out / "last.safetensors", meta, half=cfg.half_checkpoint)
-        if test_bpd is not None and test_bpd < best_bpd:
-            best_bpd = test_bpd
-            save_model(model, out / "best.safetensors", meta, half=cfg.half_checkpoint)
-        counters = {
-            "step": step,
-            "epoch": epoch,
-            "batch_in_epoch": batch_in_epoch,
-            "elapsed_s": elapsed(),
-            "best_bpd": best_bpd,
-            "train_config": cfg.to_dict(),
-            "world_size": di.world,
-            "noise_device": noise_device.type,
-            "fast_path": fast.name,
-        }
-        save_state(out, model, optimizer, states, counters)
-
-    def evaluate_and_save(train_bpd: float, images_per_s: float, final: bool = False) -> float:
-        if di.enabled:
-            average_buffers(model, di.world)
-        test_bpd = eval_bits_per_dim(model, test_images, di.rank, di.world)  # noise drawn on the CPU
-        record = {
-            "step": step,
-            "epoch": round(step * cfg.batch_size / len(splits.train), 4),
-            "train_bpd": train_bpd,
-            "test_bpd": test_bpd,
-            "lr": optimizer.param_groups[0]["lr"],
-            "images_per_s": images_per_s,
-            "wall_time": elapsed(),
-        }
-        if di.is_main:
-            grid = sample_grid(model, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
-            save_png(grid, out / "samples" / f"step_{step:07d}.png")
-            save_png(grid, out / "samples" / "latest.png")
-        extra = {"epoch": record["epoch"], "step": step, "test_bpd": test_bpd, "train_time_s": record["wall_time"]}
-        extra["hardware"] = hardware_description(device, di.world)
-        if final:
-            record["final"] = True
-        metrics.write(record)
-        save_all(extra, test_bpd)
-        return test_bpd
-
-    # --- the loop -----------------------------------------------------------------------------
-    t_start = time.time()
+    # --- the loop: one batch per pass, a curve point at each epoch end --------------------------------
+    clock = RunClock(run.elapsed_s)
     model.train()
-    bar = tqdm(total=total_steps or None, initial=step, disable=not (opts.progress and di.is_main), unit="step")
-    bad_in_row, window_loss, window_n, window_images, window_t = 0, 0.0, 0, 0, time.time()
-    smooth_loss: float | None = None
-    last_state_save = last_eval = elapsed()
+    bar = tqdm(total=total_steps or None, initial=run.step, disable=not (opts.progress and di.is_main), unit="step")
+    window = LossWindow(read_step=run.step)
+    last_state_save = last_eval = clock()
     params = list(model.parameters())
-    stop_at = step + opts.stop_after if opts.stop_after else 0
-    done = bool((total_steps and step >= total_steps) or (max_seconds and elapsed() >= max_seconds))
-    interrupted = False
+    stop_at = run.step + opts.stop_after if opts.stop_after else 0
     # Deferred checks (on a GPU): a non-finite step is skipped on the device (the fused Adam step reads the
     # flag, the batch-norm averages are selected back) and still counts as a step; the loss sums and the skip
     # counts are read every --log-every steps, which is when a skip is logged and divergence stops the run.
     guard, tally = (BufferGuard(model), StepTally(device)) if deferred else (None, None)
-    last_read = step
-
-    def read_tally() -> None:
-        nonlocal window_loss, window_n, smooth_loss, last_read
-        if tally is None or step == last_read:
-            return
-        loss_sum, good, skipped, worst = tally.read()
-        window_loss, window_n = window_loss + loss_sum, window_n + good
-        smooth_loss = loss_sum / good if good else smooth_loss
-        if skipped:
-            metrics.note(f"steps {last_read + 1}..{step}: {skipped} non-finite loss or gradient; skipped")
-        last_read = step
-        if worst >= MAX_BAD_STEPS:
-            raise diverged(f"{worst} non-finite steps in a row before step {step}")
-
-    while not done:
-        sampler.set_epoch(epoch)
-        order = torch.tensor(list(sampler)).to(train_images.device)
-        for b in range(batch_in_epoch, steps_per_epoch):
-            now = synced_elapsed(di, elapsed())  # every rank takes time decisions on rank 0's clock
-            progress = budget_progress(step, now, total_steps, max_seconds)
-            lr = learning_rate(cfg.lr, step, cfg.warmup_steps, progress, cfg.schedule, cfg.min_lr_ratio)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = train_batch(splits, order[b * local_batch : (b + 1) * local_batch], noise_gen, train_images)
-            x = x.to(device)
-            batch_in_epoch = b + 1
-            if guard is not None and tally is not None:  # no host sync: the device decides whether to skip
-                tally.add(*step_on_device(net, model, x, optimizer, guard, params, cfg.grad_clip))
-                step += 1
-                window_images += cfg.batch_size
-                if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
-                    read_tally()
-            else:
-                buffers = [buf.clone() for buf in model.buffers()]
-                loss = loss_bits_per_dim(net, model, x)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
-                    # Skip the step, and undo what the bad batch did to the running averages.
-                    for buf, saved in zip(model.buffers(), buffers, strict=True):
-                        buf.copy_(saved)
-                    bad_in_row += 1
-                    metrics.note(
-                        f"step {step}: non-finite loss or gradient ({loss.item()}, {grad_norm.item()}); skipped"
-                    )
-                    if bad_in_row >= MAX_BAD_STEPS:
-                        raise diverged(f"{bad_in_row} non-finite steps in a row at step {step}")
-                    continue
-                bad_in_row = 0
-                optimizer.step()
-                step += 1
-                window_loss += loss.item()
-                # The bar shows a moving average of the recent loss (bits/dim); metrics get the epoch mean.
-                smooth_loss = loss.item() if smooth_loss is None else 0.95 * smooth_loss + 0.05 * loss.item()
-                window_n += 1
-                window_images += cfg.batch_size
-            if step % cfg.log_every == 0 or b == steps_per_epoch - 1:
-                rate = window_images / max(1e-9, time.time() - window_t)
-                bar.set_postfix(bpd=f"{(smooth_loss or 0.0) + 8:.3f}", img_s=f"{rate:.1f}", lr=f"{lr:.2e}")
-            bar.update(1)
-            if (total_steps and step >= total_steps) or (max_seconds and now >= max_seconds):
-                done = True
-                break
-            if stop_at and step >= stop_at:
-                done = interrupted = True
-                break
-            if opts.eval_minutes and now - last_eval >= 60 * opts.eval_minutes and b < steps_per_epoch - 1:
-                # A curve point between epoch ends (long epochs on a CPU); it saves a resume point too.
-                read_tally()
-                train_bpd = window_loss / max(1, window_n) + 8.0
-                evaluate_and_save(train_bpd, window_images / max(1e-9, time.time() - window_t))
-                window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
-                last_eval = last_state_save = now
-                continue
-            if opts.checkpoint_minutes and now - last_state_save > 60 * opts.checkpoint_minutes:
-                # A mid-epoch resume point for long runs (the model file is refreshed too).
-                save_all({"epoch": round(step * cfg.batch_size / len(splits.train), 4), "step": step}, None)
-                last_state_save = now
+    bad_in_row = 0  # consecutive skipped steps, when the host checks each step
+    order = _epoch_order(sampler, run.epoch, train_images.device)
+    while True:
+        if run.batch_in_epoch == steps_per_epoch:  # an epoch ended: its curve point, then the next epoch
+            run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+            window.read_tally(tally, job.metrics, run.step)
+            evaluate_and_save(job, model, optimizer, run, window, clock)
+            window.restart()
+            last_eval = clock()  # --eval-minutes counts from the latest curve point, whatever made it
+            order = _epoch_order(sampler, run.epoch, train_images.device)
+        now = synced_elapsed(di, clock())  # every rank takes time decisions on rank 0's clock
+        progress = budget_progress(run.step, now, total_steps, max_seconds)
+        lr = learning_rate(cfg.lr, run.step, cfg.warmup_steps, progress, cfg.schedule, cfg.min_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        b = run.batch_in_epoch
+        x = train_batch(splits, order[b * local_batch : (b + 1) * local_batch], noise_gen, train_images).to(device)
+        run.batch_in_epoch += 1  # a skipped step draws its batch too
+        epoch_end = run.batch_in_epoch == steps_per_epoch
+        if guard is not None and tally is not None:  # no host sync: the device decides whether to skip
+            tally.add(*step_on_device(net, model, x, optimizer, guard, params, cfg.grad_clip))
+            run.step += 1
+            window.images += cfg.batch_size
+            if run.step % cfg.log_every == 0 or epoch_end:
+                window.read_tally(tally, job.metrics, run.step)
         else:
-            # A full epoch ended.
-            epoch += 1
-            batch_in_epoch = 0
-        read_tally()
-        train_bpd = window_loss / max(1, window_n) + 8.0
-        rate = window_images / max(1e-9, time.time() - window_t)
-        if interrupted:
-            save_all({"epoch": round(step * cfg.batch_size / len(splits.train), 4), "step": step}, None)
-            metrics.note(f"stopped after step {step} (--stop-after); continue with --resume")
-            bar.close()
-            return {"step": step, "best_bpd": best_bpd, "stopped": True}
-        if batch_in_epoch == 0 or done:
-            evaluate_and_save(train_bpd, rate, final=bool(done))
-            window_loss, window_n, window_images, window_t = 0.0, 0, 0, time.time()
-            last_eval = elapsed()  # --eval-minutes counts from the latest curve point, whatever made it
-    bar.close()
+            result = step_on_host(net, model, x, optimizer, params, cfg.grad_clip)
+            if not result.taken:  # not a step: no logging, no budget; the batch is spent
+                bad_in_row += 1
+                job.metrics.note(
+                    f"step {run.step}: non-finite loss or gradient ({result.loss}, {result.grad_norm}); skipped"
+                )
+                if bad_in_row >= MAX_BAD_STEPS:
+                    raise diverged(f"{bad_in_row} non-finite steps in a row at step {run.step}")
+                continue
+            bad_in_row = 0
+            run.step += 1
+            window.add(result.loss)
+            window.images += cfg.batch_size
+        if run.step % cfg.log_every == 0 or epoch_end:
+            bpd = (window.smooth_loss or 0.0) + 8
+            bar.set_postfix(bpd=f"{bpd:.3f}", img_s=f"{window.images_per_s():.1f}", lr=f"{lr:.2e}")
+        bar.update(1)
 
-    final: dict[str, Any] = {"step": step, "best_bpd": best_bpd}
+        if (total_steps and run.step >= total_steps) or (max_seconds and now >= max_seconds):
+            break
+        if stop_at and run.step >= stop_at:
+            window.read_tally(tally, job.metrics, run.step)
+            save_for_resume(job, model, optimizer, run, clock)
+            job.metrics.note(f"stopped after step {run.step} (--stop-after); continue with --resume")
+            bar.close()
+            return {"step": run.step, "best_bpd": run.best_bpd, "stopped": True}
+        if opts.eval_minutes and now - last_eval >= 60 * opts.eval_minutes and not epoch_end:
+            # A curve point between epoch ends (long epochs on a CPU); it saves a resume point too.
+            window.read_tally(tally, job.metrics, run.step)
+            evaluate_and_save(job, model, optimizer, run, window, clock)
+            window.restart()
+            last_eval = last_state_save = now
+        elif opts.checkpoint_minutes and now - last_state_save > 60 * opts.checkpoint_minutes:
+            save_for_resume(job, model, optimizer, run, clock)  # a mid-epoch resume point for long runs
+            last_state_save = now
+
+    # --- the budget is spent: the final curve point, then the checks and the batch-norm recalibration ----
+    window.read_tally(tally, job.metrics, run.step)
+    evaluate_and_save(job, model, optimizer, run, window, clock, final=True)
+    bar.close()
+    return _finish(job, model, run)
+
+
+class RunClock:
+    """Training time of the run: the earlier invocations' (from the resume state) plus this one's."""
+
+    def __init__(self, before: float) -> None:
+        self.before, self.start = before, time.time()
+
+    def __call__(self) -> float:
+        return self.before + time.time() - self.start
+
+
+def _check_options(cfg: TrainConfig, opts: RunOptions, di: DistInfo, device: torch.device) -> None:
+    """Settings that cannot work together, as a message before any work."""
+    if cfg.batch_size % di.world:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the number of processes {di.world}")
+    if opts.resnet_bn not in ("local", "sync"):
+        raise ValueError(f"--resnet-bn must be local or sync, got {opts.resnet_bn!r}")
+    if opts.resnet_bn == "sync" and di.enabled and device.type != "cuda":
+        raise ValueError("--resnet-bn sync needs GPUs (SyncBatchNorm); on CPU use --resnet-bn local")
+
+
+def _load_splits(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> Splits:
+    def load() -> Splits:
+        return load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
+
+    # torchvision datasets download on first use: one process per machine downloads, the others wait.
+    downloads = cfg.dataset in ("mnist", "fashion-mnist", "cifar10", "celeba")
+    return local_main_first(di, load) if downloads else load()
+
+
+def _distributed(model: RealNVP, opts: RunOptions, di: DistInfo, device: torch.device) -> torch.nn.Module:
+    """What the step calls: the model, or under torchrun its DDP wrapper (which synchronises gradients)."""
+    if not di.enabled:
+        return model
+    model.set_sync_batchnorm(True)  # the flow's batch norm is part of the density: all-reduce its statistics
+    net: torch.nn.Module = model
+    if opts.resnet_bn == "sync":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The s,t ResNets' running averages are not broadcast from rank 0 at every step: with "local" each
+    # process keeps its own and average_buffers takes their mean before every evaluation and save; with
+    # "sync" they are equal anyway. The flow's batch norms see the global batch on every rank.
+    return DistributedDataParallel(
+        net, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync()
+    )
+
+
+def _epoch_order(sampler: DistributedSampler[int], epoch: int, device: torch.device) -> torch.Tensor:
+    """This process's training-image indices for ``epoch``, a fixed function of the seed and the epoch."""
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler)).to(device)
+
+
+def _start_folder(job: Job, model: RealNVP, fast: FastPath) -> None:
+    """Creates the run folder, clears an interrupted write's litter and logs what this invocation runs."""
+    out, splits, di = job.opts.out, job.splits, job.di
+    out.mkdir(parents=True, exist_ok=True)
+    # This run owns its folder: half-written files of a killed earlier invocation are litter, never state.
+    stale = remove_stale_temps(out)
+    job.metrics.note(
+        f"{'resumed' if job.opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
+        f"{len(job.test_images)} test images {list(splits.train.shape[1:])}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {job.device}"
+        + (f" ({backend_for(job.device.type)}, s,t ResNet batch norm {job.opts.resnet_bn})" if di.enabled else "")
+        + ", "
+        f"compute {fast.dtype or torch.float32}, fast path {fast.name}"
+        + (f", {splits.skipped} unreadable files skipped" if splits.skipped else "")
+        + (f", {len(stale)} temporary files of an interrupted write removed" if stale else "")
+    )
+
+
+def save_for_resume(
+    job: Job,
+    model: RealNVP,
+    optimizer: torch.optim.Optimizer,
+    run: RunState,
+    clock: RunClock,
+    extra: dict[str, Any] | None = None,
+    test_bpd: float | None = None,
+) -> None:
+    """Gathers every rank's RNG states (a collective: every rank calls this) and, on the main process, writes
+    the checkpoints and the resume state. ``extra``: checkpoint metadata beyond the run's epoch and step."""
+    run.rng = gather_rng_states(job.di, job.noise_gen)
+    if not job.di.is_main:
+        return
+    extra = extra or {"epoch": job.epochs(run.step), "step": run.step}
+    meta = checkpoint_metadata(job.cfg, job.opts, job.splits, extra)
+    save_checkpoint(job.opts.out, model, optimizer, run, meta, job.cfg.half_checkpoint, test_bpd, clock)
+
+
+def evaluate_and_save(
+    job: Job,
+    model: RealNVP,
+    optimizer: torch.optim.Optimizer,
+    run: RunState,
+    window: LossWindow,
+    clock: RunClock,
+    final: bool = False,
+) -> float:
+    """A curve point: the test bits/dim, a sample grid, a metrics record and the checkpoints (``best`` when
+    the test bits/dim is the lowest yet). Every rank calls it; returns the test bits/dim."""
+    cfg, di, out = job.cfg, job.di, job.opts.out
+    train_bpd, images_per_s = window.train_bpd(), window.images_per_s()
+    if di.enabled:
+        average_buffers(model, di.world)
+    test_bpd = eval_bits_per_dim(model, job.test_images, di.rank, di.world)  # noise drawn on the CPU
+    record: dict[str, Any] = {
+        "step": run.step,
+        "epoch": job.epochs(run.step),
+        "train_bpd": train_bpd,
+        "test_bpd": test_bpd,
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": images_per_s,
+        "wall_time": clock(),
+    }
+    if di.is_main:
+        grid = sample_grid(model, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
+        save_png(grid, out / "samples" / f"step_{run.step:07d}.png")
+        save_png(grid, out / "samples" / "latest.png")
+    extra = {"epoch": record["epoch"], "step": run.step, "test_bpd": test_bpd, "train_time_s": record["wall_time"]}
+    extra["hardware"] = hardware_description(job.device, di.world)
+    if final:
+        record["final"] = True
+    job.metrics.write(record)
+    save_for_resume(job, model, optimizer, run, clock, extra, test_bpd)
+    return test_bpd
+
+
+def _finish(job: Job, model: RealNVP, run: RunState) -> dict[str, Any]:
+    """The final result: under DDP a check that the ranks agree; the best checkpoint's batch-norm
+    recalibration (when the recipe asks for it)."""
+    di, metrics = job.di, job.metrics
+    final: dict[str, Any] = {"step": run.step, "best_bpd": run.best_bpd}
     if di.enabled:
         final["rank_max_param_diff"] = max_diff_across_ranks(list(model.parameters()))
         final["rank_max_buffer_diff"] = max_diff_across_ranks([b for b in model.buffers() if b.is_floating_point()])
@@ -474,10 +490,12 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             f"ranks agree: max |difference| {final['rank_max_param_diff']:.3g} (parameters), "
             f"{final['rank_max_buffer_diff']:.3g} (batch-norm averages)"
         )
-    if cfg.bn_recalibration_batches and di.is_main:
-        final.update(_recalibrate(model, splits, test_images, cfg, opts, device, best_bpd, metrics))
+    if job.cfg.bn_recalibration_batches and di.is_main:
+        final.update(
+            _recalibrate(model, job.splits, job.test_images, job.cfg, job.opts, job.device, run.best_bpd, metrics)
+        )
     if di.is_main:
-        metrics.note(f"done: step {step}, best test bits/dim {final.get('best_bpd', best_bpd):.4f}")
+        metrics.note(f"done: step {run.step}, best test bits/dim {final.get('best_bpd', run.best_bpd):.4f}")
     return final
 
 
