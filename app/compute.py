@@ -4,6 +4,7 @@ in ``nvp_core``; this module only batches, converts and packages. Everything run
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import re
@@ -244,6 +245,7 @@ def histogram_image(
     return np.asarray(img).transpose(2, 0, 1).copy()
 
 
+@functools.cache  # the same bytes on every rerun: made once
 def icon_png(side: int = 32, tiles: int = 4) -> bytes:
     """The page icon: a red/blue checkerboard (a coupling mask), as RGBA PNG bytes. Made here rather than
     named as a ``:material/…:`` icon or an emoji, whose favicons the browser fetches from a CDN; the alpha

@@ -118,6 +118,16 @@ def current() -> Ctx:
     return Ctx(path=path, key=key, model=model, meta=meta)
 
 
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _parameter_count(key: str, _model: RealNVP) -> int:
+    return sum(p.numel() for p in _model.parameters())
+
+
+def parameter_count(ctx: Ctx) -> int:
+    """The model's number of parameters, counted once per model (the sidebar shows it on every rerun)."""
+    return _parameter_count(ctx.key, ctx.model)
+
+
 def open_run_checkpoint(path: Path) -> None:
     """Makes a run's checkpoint this session's model; the sidebar lists it from then on."""
     opened = st.session_state.setdefault(OPENED_RUNS, [])

@@ -101,7 +101,7 @@ def sidebar() -> bool:
         bpd = ctx.meta.get("test_bpd")
         st.caption(
             f"{cfg.in_channels}×{cfg.image_size}×{cfg.image_size} images · {ctx.model.num_levels} levels · "
-            f"{sum(p.numel() for p in ctx.model.parameters()) / 1e6:.2f} M parameters"
+            f"{state.parameter_count(ctx) / 1e6:.2f} M parameters"
             + (f" · test {float(bpd):.3f} bits/dim ({CONVENTION_SHORT})" if isinstance(bpd, int | float) else "")
         )
         st.caption(

@@ -30,6 +30,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.launch import ROOT, serve
+from bench.serving import (
+    GALLERY_LABEL,
+    SEED_LABEL,
+    WEIGHT_LABEL,
+    encode_index,
+    expected_caption,
+    machine_busy_s,
+    models_under_test,
+    percentile,
+    process_cpu_s,
+    rss_mb,
+    sample_seed,
+    weight_down,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -42,52 +56,6 @@ IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
 POLL_MS = 20
 CAPTION_JS = """([prefix, text]) => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
     .some(c => c.innerText.startsWith(prefix) && c.innerText.includes(text))"""
-
-
-# ------------------------------------------------------------------------------------------- server
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process (MB), from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_s() -> float:
-    """CPU seconds every core of the machine has spent busy (not idle or waiting on I/O) since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def fixture_models(folder: Path) -> Path:
-    """A small random Real NVP (1x16x16, 3 scales) with a gallery, for when no shipped model exists."""
-    import numpy as np
-    import torch
-
-    from nvp_core import FlowConfig, RealNVP, save_model
-
-    torch.manual_seed(0)
-    model = RealNVP(FlowConfig(in_channels=1, image_size=16, num_scales=3, mid_channels=16, num_blocks=2))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("scale"):
-                p.mul_(0.5)
-            else:
-                p.add_(0.05 * torch.randn_like(p))
-    save_model(model.eval(), folder / "fixture.safetensors", {"dataset": "fixture", "class_names": ["a", "b"]})
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (200, 1, 16, 16), dtype=np.uint8)
-    np.savez(folder / "fixture.gallery.npz", images=images, labels=np.arange(200) % 2,
-             class_names=np.array(["a", "b"]))  # fmt: skip
-    return folder
 
 
 # ------------------------------------------------------------------------------------------- browser
@@ -189,29 +157,24 @@ async def wait_caption(page: object, prefix: str, text: str, timeout: float, t0:
 
 
 async def op_encode(page: object, r: int, session: int, gallery_n: int, timeout: float) -> tuple[float, float]:
-    # Every session asks for different images, so that no result can come from another session's work.
-    idx = (7 * r + 97 * session + 1) % gallery_n
     t0 = time.perf_counter()
-    await set_number(page, "Gallery image", idx)
-    return await wait_caption(page, "x: gallery", f"#{idx} ", timeout, t0)
+    await set_number(page, GALLERY_LABEL, encode_index(r, session, gallery_n))
+    return await wait_caption(page, *expected_caption("encode", r, session, gallery_n), timeout, t0)
 
 
 async def op_interpolate(page: object, r: int, timeout: float) -> tuple[float, float]:
     # The level-1 weight goes 1 -> 0.95 -> 1 -> ...; the strip's caption names the weights.
-    thumb = page.locator('[data-testid="stSlider"] input[type="range"][aria-label="level 1 (finest)"]').first  # type: ignore[attr-defined]
+    thumb = page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label="{WEIGHT_LABEL}"]').first  # type: ignore[attr-defined]
     await thumb.focus()
-    going_down = r % 2 == 0
-    want = "weights 0.95" if going_down else "weights 1,"
     t0 = time.perf_counter()
-    await thumb.press("ArrowLeft" if going_down else "ArrowRight")
-    return await wait_caption(page, "A → B", want, timeout, t0)
+    await thumb.press("ArrowLeft" if weight_down(r) else "ArrowRight")
+    return await wait_caption(page, *expected_caption("interpolate", r, 0, 1), timeout, t0)
 
 
 async def op_sample(page: object, r: int, session: int, timeout: float) -> tuple[float, float]:
-    seed = 1000 * session + r + 1
     t0 = time.perf_counter()
-    await set_number(page, "Seed", seed)
-    return await wait_caption(page, "", f"seed {seed}, T =", timeout, t0)
+    await set_number(page, SEED_LABEL, sample_seed(r, session))
+    return await wait_caption(page, *expected_caption("sample", r, session, 1), timeout, t0)
 
 
 async def run_session(
@@ -264,15 +227,6 @@ async def run_session(
     finally:
         await ctx.close()
     return res
-
-
-def percentile(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 async def drive(
@@ -374,18 +328,7 @@ def run(
 ) -> dict:  # fmt: skip
     """Starts the server, drives the sessions, stops the server; returns the report."""
     with tempfile.TemporaryDirectory() as tmp:
-        if models_dir is None:
-            from app.models import list_checkpoints
-
-            shipped = ROOT / "models"
-            models_dir = shipped if list_checkpoints(shipped) else fixture_models(Path(tmp))
-        from app.models import gallery_path, list_checkpoints
-
-        first = list_checkpoints(models_dir)[0]
-        import numpy as np
-
-        gp = gallery_path(first)
-        gallery_n = len(np.load(gp)["labels"]) if gp else 1
+        models_dir, first, gallery_n = models_under_test(models_dir, Path(tmp))
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out) as (url, proc):
             report = asyncio.run(

@@ -26,11 +26,20 @@ if picked is None:
 image, desc, index = picked
 state.set_current_image(ctx, picked)
 
-zs = compute.encode(model, image[None])
-# One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show.
-parts = compute.breakdown(model, image, index)
-bpd = float(compute.bits_per_dim(model, image[None], index)[0])
-err, pix_err, rec = compute.reconstruction_error(model, image, zs)
+
+def analyse() -> tuple[list, dict[str, float], float, float, int, np.ndarray]:
+    zs = compute.encode(model, image[None])
+    # One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show.
+    parts = compute.breakdown(model, image, index)
+    bpd = float(compute.bits_per_dim(model, image[None], index)[0])
+    return zs, parts, bpd, *compute.reconstruction_error(model, image, zs)
+
+
+# The model's results for this image (and gallery index, which fixes the bits/dim's noise): computed once, then
+# kept for this session's reruns and shared with other sessions that pick the same image, so moving between
+# pages or toggling a view costs no model call.
+image_key = (widgets.digest(image), index)
+zs, parts, bpd, err, pix_err, rec = widgets.memo(ctx, "encode", image_key, analyse)
 
 with right:
     shown = [image, rec]
@@ -68,9 +77,10 @@ if gl is not None:
         lo, hi = min(lo, bpd), max(hi, bpd)
     pad = 0.05 * (hi - lo + 1e-6)
     inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
-    widgets.picture(
-        compute.histogram_image(inside, bpd, lo - pad, hi + pad), 600, f"bits/dim of test images ({CONVENTION_SHORT})"
+    hist = widgets.memo(
+        ctx, "encode_hist", (*image_key, len(gl.bpd)), lambda: compute.histogram_image(inside, bpd, lo - pad, hi + pad)
     )
+    widgets.picture(hist, 600, f"bits/dim of test images ({CONVENTION_SHORT})")
     pct = float((gl.bpd < bpd).mean() * 100)
     st.caption(
         f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely)"

@@ -24,8 +24,11 @@ with cb:
     pb = widgets.image_input(ctx, "interp_b", "Image B", default_index=widgets.other_class_index(ctx, 0))
 if pa is None or pb is None:
     st.stop()
-za = compute.encode(model, pa[0][None])
-zb = compute.encode(model, pb[0][None])
+# Each image's latents are computed once (and shared with sessions that pick the same image): a page change
+# or a rerun of the page then costs no model call until a new image is picked.
+image_a, image_b = pa[0], pb[0]
+za = widgets.memo(ctx, "interp_za", (widgets.digest(image_a),), lambda: compute.encode(model, image_a[None]))
+zb = widgets.memo(ctx, "interp_zb", (widgets.digest(image_b),), lambda: compute.encode(model, image_b[None]))
 
 
 def _set_weights(values: list[float]) -> None:

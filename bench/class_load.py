@@ -1,0 +1,422 @@
+"""A class on one server: N sessions that speak Streamlit's own websocket protocol (the ``BackMsg`` /
+``ForwardMsg`` protobufs in ``streamlit.proto``, as the browser does) against one ``streamlit run`` of the
+app, each replaying the browser load test's operations (``bench/load_test.py``) at a person's pace.
+
+No browser draws anything, so thirty sessions fit beside the server on two cores; the 8-browser load test
+stays the end-to-end check. Each session opens ``/_stcore/stream``, asks for a run of the app as a browser
+does, then per round: Encode page, type a new gallery index; Interpolate page, move the level-1 weight
+slider one step; Sample page, type a new seed (each preceded by a pause of ``think`` x U(0.5, 1.5) s and a
+page change through the navigation, which is a rerun of its own). The widget changes are sent as the browser
+sends them: a ``rerun_script`` with the widget's new state, and the fragment's id when the widget lives in an
+``st.fragment``. The pictures each run shows are fetched from the server (``/media/...``) as a browser would.
+
+An operation counts as a success only when the run finished successfully, no exception element arrived,
+the page's title arrived with the page change, the picture whose caption names the new result (gallery
+index, weights, seed) arrived, and every picture of the run was fetched as a valid PNG/GIF.
+
+    python -m bench.class_load                              # 30 sessions x 6 rounds at think 3 s
+    python -m bench.class_load --sessions 1 --rounds 1 --think 0
+
+Reports successes and failures, the server's response time (rerun request sent -> "script finished"
+received) p50/p95 per operation and per page change, the server process's CPU seconds per interaction
+(utime + stime from /proc/<pid>/stat over the rounds, divided by the reruns asked for) and per operation
+(a page change and a widget change), its memory, the load average and the CPU; writes
+``bench/results/class-load-<time>.json`` (and ``-latest``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from app.launch import APP, serve
+from bench import serving
+from bench.common import machine_info, table, write_results
+from bench.serving import OPERATIONS, percentile
+
+CONTEXT = {"timezone": "UTC", "timezone_offset": 0, "locale": "en-US", "is_embedded": False, "color_scheme": "light"}
+WARM_TIMEOUT = 600.0
+FINISHED_OK = ("FINISHED_SUCCESSFULLY", "FINISHED_FRAGMENT_RUN_SUCCESSFULLY")
+
+
+@dataclass
+class Run:
+    """What the server sent for one rerun request."""
+
+    seconds: float = float("nan")  # request sent -> "script finished" received
+    status: str = ""
+    images: list[tuple[str, str]] = field(default_factory=list)  # (url, caption)
+    headings: list[str] = field(default_factory=list)
+    exceptions: list[str] = field(default_factory=list)
+    widgets: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # label -> (kind, id, fragment id)
+    bytes_received: int = 0
+
+
+class Client:
+    """One Streamlit session over its websocket: sends rerun requests, reads the messages of each run."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.ws: Any = None
+        self.pages: dict[str, str] = {}  # page name -> page script hash
+        self.query_string = ""
+        self.widgets: dict[str, tuple[str, str, str]] = {}  # this page's widgets: label -> (kind, id, fragment)
+        self.fetched: set[str] = set()  # media URLs already fetched (a browser caches them)
+        self.current_page = ""
+
+    async def open(self) -> Run:
+        from websockets.asyncio.client import connect
+
+        ws_url = self.url.replace("http://", "ws://", 1) + "/_stcore/stream"
+        protocols: Any = ["streamlit"]  # websockets types these as its own str subtypes
+        self.ws = await connect(ws_url, subprotocols=protocols, origin=cast(Any, self.url), max_size=None)
+        return await self.rerun("", [])
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+    async def rerun(self, page_hash: str, widget_states: list[Any], fragment_id: str = "", query: str = "") -> Run:
+        from streamlit.proto.BackMsg_pb2 import BackMsg
+        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+        msg = BackMsg()
+        rr = msg.rerun_script
+        rr.query_string = query
+        rr.widget_states.SetInParent()
+        rr.widget_states.widgets.extend(widget_states)
+        rr.page_script_hash = page_hash
+        if fragment_id:
+            rr.fragment_id = fragment_id
+        for k, v in CONTEXT.items():
+            setattr(rr.context_info, k, v)
+        rr.context_info.url = self.url + "/"
+        run = Run()
+        t0 = time.perf_counter()
+        await self.ws.send(msg.SerializeToString())
+        while True:
+            try:
+                data = await asyncio.wait_for(self.ws.recv(), self.timeout)
+            except TimeoutError:
+                raise TimeoutError(f"no 'script finished' within {self.timeout:.0f} s") from None
+            run.bytes_received += len(data)
+            fm = ForwardMsg.FromString(data)
+            kind = fm.WhichOneof("type")
+            if kind == "delta":
+                self._element(fm.delta, run)
+            elif kind == "navigation":
+                self.pages = {p.page_name: p.page_script_hash for p in fm.navigation.app_pages}
+            elif kind == "page_info_changed":
+                self.query_string = fm.page_info_changed.query_string
+            elif kind == "script_finished":
+                run.seconds = time.perf_counter() - t0
+                run.status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
+                break
+        if not fragment_id:
+            self.widgets = {}
+        self.widgets.update(run.widgets)
+        return run
+
+    @staticmethod
+    def _element(delta: Any, run: Run) -> None:
+        if delta.WhichOneof("type") != "new_element":
+            return
+        el = delta.new_element
+        kind = el.WhichOneof("type")
+        if kind == "imgs":
+            run.images += [(img.url, img.caption) for img in el.imgs.imgs]
+        elif kind == "heading":
+            run.headings.append(el.heading.body)
+        elif kind == "exception":
+            run.exceptions.append(f"{el.exception.type}: {el.exception.message}"[:300])
+        elif kind in ("number_input", "slider"):
+            w = getattr(el, kind)
+            run.widgets[w.label] = (kind, w.id, delta.fragment_id)
+
+    def widget(self, label_prefix: str) -> tuple[str, str, str]:
+        found = [w for label, w in self.widgets.items() if label.startswith(label_prefix)]
+        if not found:
+            raise LookupError(f"no widget labelled {label_prefix!r} on the page (have {sorted(self.widgets)})")
+        return found[0]
+
+    async def set_widget(self, label_prefix: str, value: float) -> Run:
+        """Sends the widget's new value as the browser does (in its fragment when it lives in one)."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        kind, wid, fragment = self.widget(label_prefix)
+        state = WidgetState(id=wid)
+        if kind == "number_input":
+            state.int_value = int(value)
+        else:
+            state.double_array_value.data.append(float(value))
+        page = self.pages.get(self.current_page, "")
+        return await self.rerun(page, [state], fragment, self.query_string)
+
+    async def goto(self, title: str) -> Run:
+        """A page change through the navigation: a rerun of that page (the browser sends no query string)."""
+        self.current_page = title
+        return await self.rerun(self.pages[title], [])
+
+    async def fetch_media(self, run: Run) -> None:
+        """Fetches the run's pictures a browser has not seen yet, and checks each is a PNG or GIF."""
+        for url, caption in run.images:
+            if url in self.fetched:
+                continue
+            full = url if "://" in url else self.url + "/" + url.lstrip("/")
+            data = await asyncio.to_thread(_get, full, self.timeout)
+            if not data.startswith((b"\x89PNG\r\n\x1a\n", b"GIF8")):
+                raise ValueError(f"picture {caption[:60]!r} is not a PNG or GIF ({data[:8]!r})")
+            self.fetched.add(url)
+
+
+def _get(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return bytes(r.read())
+
+
+def check(run: Run, what: str, caption: tuple[str, str] | None = None, title: str = "") -> None:
+    """Raises unless ``run`` is a real success: finished, no exception, the title or the expected picture."""
+    if run.status not in FINISHED_OK:
+        raise RuntimeError(f"{what}: script ended {run.status or 'without finishing'}")
+    if run.exceptions:
+        raise RuntimeError(f"{what}: exception on the page: {run.exceptions[0]}")
+    if title and title not in run.headings:
+        raise RuntimeError(f"{what}: the page's title {title!r} did not arrive (headings {run.headings[:3]})")
+    if caption is not None:
+        prefix, text = caption
+        if not any(c.startswith(prefix) and text in c for _, c in run.images):
+            raise RuntimeError(f"{what}: no picture captioned {prefix!r}...{text!r} arrived")
+
+
+# ------------------------------------------------------------------------------------------- sessions
+
+
+@dataclass
+class SessionResult:
+    ok: int = 0
+    failed: int = 0
+    reruns: int = 0
+    rounds: int = 0
+    server: dict[str, list[float]] = field(default_factory=lambda: {op: [] for op in OPERATIONS})
+    page_change: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def operation(client: Client, op: str, r: int, session: int, gallery_n: int) -> float:
+    """Replays one operation; returns the server's response time of its widget change."""
+    if op == "encode":
+        run = await client.set_widget(serving.GALLERY_LABEL, serving.encode_index(r, session, gallery_n))
+    elif op == "interpolate":
+        run = await client.set_widget(serving.WEIGHT_LABEL, 0.95 if serving.weight_down(r) else 1.0)
+    else:
+        run = await client.set_widget(serving.SEED_LABEL, serving.sample_seed(r, session))
+    check(run, op, serving.expected_caption(op, r, session, gallery_n))
+    await client.fetch_media(run)
+    return run.seconds
+
+
+async def run_session(
+    url: str, session: int, rounds: int, gallery_n: int, think: float, start_delay: float, timeout: float,
+    opened: asyncio.Event, started: list[int], n_sessions: int, deadline: float = float("inf"),
+) -> SessionResult:  # fmt: skip
+    res = SessionResult()
+    pauses = random.Random(session)  # think times differ between sessions but not between runs
+    client = Client(url, timeout)
+    await asyncio.sleep(start_delay)
+    try:
+        try:
+            first = await client.open()
+            res.reruns += 1
+            check(first, "open", title="Encode")
+            await client.fetch_media(first)
+        except Exception as e:
+            res.errors.append(f"session {session} open: {type(e).__name__}: {str(e)[:300]}")
+            res.failed += 1
+            return res
+        finally:
+            started.append(session)
+            if len(started) == n_sessions:
+                opened.set()
+        await opened.wait()  # the rounds start when the whole class is in
+        for r in range(rounds):
+            if r > 0 and time.monotonic() > deadline:
+                break  # out of time: report the rounds done (the report says how many)
+            res.rounds = r + 1
+            for op in OPERATIONS:
+                if think:  # a person looks at the result before the next action
+                    await asyncio.sleep(think * pauses.uniform(0.5, 1.5))
+                try:
+                    res.reruns += 1
+                    nav = await client.goto(serving.PAGE_TITLES[op])
+                    check(nav, f"page {serving.PAGE_TITLES[op]}", title=serving.PAGE_TITLES[op])
+                    await client.fetch_media(nav)
+                    res.page_change.append(nav.seconds)
+                    res.reruns += 1
+                    res.server[op].append(await operation(client, op, r, session, gallery_n))
+                    res.ok += 1
+                except Exception as e:  # a failed operation is counted and the session goes on
+                    res.failed += 1
+                    res.errors.append(f"session {session} round {r} {op}: {type(e).__name__}: {str(e)[:300]}")
+    finally:
+        await client.close()
+    return res
+
+
+def _times(ts: list[float]) -> dict[str, Any]:
+    return {"n": len(ts), "server_p50_s": percentile(ts, 0.5), "server_p95_s": percentile(ts, 0.95),
+            "server_max_s": max(ts, default=float("nan"))}  # fmt: skip
+
+
+async def drive(
+    url: str, pid: int, sessions: int, rounds: int, gallery_n: int, think: float, ramp: float, timeout: float,
+    max_minutes: float = 0.0,
+) -> dict[str, Any]:  # fmt: skip
+    opened = asyncio.Event()
+    started: list[int] = []
+    peak = {"rss": serving.rss_mb(pid)}
+    marks: dict[str, Any] = {}
+
+    async def watch() -> None:
+        while True:
+            peak["rss"] = max(peak["rss"], serving.rss_mb(pid))
+            await asyncio.sleep(0.5)
+
+    async def on_open() -> None:
+        await opened.wait()
+        marks["open"] = (time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s(), serving.rss_mb(pid))
+
+    # The server starts cold: loading the model, measuring its fast path and encoding the gallery take a while
+    # (minutes on a loaded machine). A first visit warms it, as the teacher's would, before the class arrives.
+    warm = Client(url, max(timeout, WARM_TIMEOUT))
+    try:
+        check(await warm.open(), "warm-up", title="Encode")
+    finally:
+        await warm.close()
+    watcher = asyncio.create_task(watch())
+    marker = asyncio.create_task(on_open())
+    t0, cpu0, busy0 = time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s()
+    deadline = time.monotonic() + 60 * max_minutes if max_minutes else float("inf")
+    load_start = [round(v, 2) for v in os.getloadavg()]
+    results = await asyncio.gather(*[
+        run_session(url, s, rounds, gallery_n, think, ramp * s / max(1, sessions), timeout, opened, started, sessions,
+                    deadline)
+        for s in range(sessions)
+    ])  # fmt: skip
+    t1, cpu1, busy1 = time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s()
+    watcher.cancel()
+    await marker
+    ta, cpua, busya, rss_open = marks["open"]
+    reruns_rounds = sum(r.reruns for r in results) - sessions  # the first run of each session is the opening
+    ops = sum(r.ok + r.failed for r in results) - sum(1 for r in results if r.rounds == 0)
+    done = [r.rounds for r in results]
+    server = {op: [t for r in results for t in r.server[op]] for op in OPERATIONS}
+    every = [t for ts in server.values() for t in ts]
+    pages = [t for r in results for t in r.page_change]
+    per_op = {op: _times(ts) for op, ts in server.items()}
+    per_op["page change"] = _times(pages)
+    rounds_cpu = cpu1 - cpua
+    return {
+        "sessions": sessions,
+        "rounds": rounds,
+        "think_s": think,
+        "ramp_s": ramp,
+        "operations_expected": sessions * rounds * len(OPERATIONS),
+        "rounds_completed": {"min": min(done), "max": max(done)},
+        "succeeded": sum(r.ok for r in results),
+        "failed": sum(r.failed for r in results),
+        "errors": [e for r in results for e in r.errors][:20],
+        "server_response_p50_s": percentile(every, 0.5),
+        "server_response_p95_s": percentile(every, 0.95),
+        "server_response_max_s": max(every, default=float("nan")),
+        "page_change_p95_s": percentile(pages, 0.95),
+        "per_operation": per_op,
+        "wall_s": {"opening": ta - t0, "rounds": t1 - ta},
+        "reruns_in_rounds": reruns_rounds,
+        "cpu_s": {
+            "server_opening": cpua - cpu0,
+            "server_rounds": rounds_cpu,
+            # An interaction is one rerun request: a page change or a widget change.
+            "server_per_interaction": rounds_cpu / max(1, reruns_rounds),
+            # An operation is what the browser load test counts: a page change and then the widget change.
+            "server_per_operation": rounds_cpu / max(1, ops),
+            "server_share_of_one_core_in_rounds": rounds_cpu / max(1e-9, t1 - ta),
+            "rest_of_machine_rounds": (busy1 - busya) - rounds_cpu,
+            "rest_of_machine_opening": (busya - busy0) - (cpua - cpu0),
+        },
+        "server_rss_mb": {"after_opening": rss_open, "end": serving.rss_mb(pid), "peak": peak["rss"]},
+        "load_average_at_start": load_start,
+    }
+
+
+def run(
+    sessions: int, rounds: int, think: float, ramp: float, models_dir: Path | None, timeout: float, log: Path,
+    max_minutes: float = 0.0, app: Path = APP,
+) -> dict[str, Any]:  # fmt: skip
+    """Starts the server, drives the sessions, stops the server; returns the report."""
+    with tempfile.TemporaryDirectory() as tmp:
+        models_dir, first, gallery_n = serving.models_under_test(models_dir, Path(tmp))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out, app=app) as (url, proc):
+            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, think, ramp, timeout, max_minutes))
+    report["model"] = str(first)
+    report["app"] = str(app)
+    report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    report["machine"] = machine_info()
+    return report
+
+
+def summary(report: dict[str, Any]) -> str:
+    rows = [
+        {"operation": op, "n": v["n"], "p50 ms": 1e3 * v["server_p50_s"], "p95 ms": 1e3 * v["server_p95_s"],
+         "max ms": 1e3 * v["server_max_s"]}
+        for op, v in report["per_operation"].items()
+    ]  # fmt: skip
+    cpu, m = report["cpu_s"], report["machine"]
+    return "\n".join([
+        table(rows, ["operation", "n", "p50 ms", "p95 ms", "max ms"]),
+        f"{report['succeeded']}/{report['operations_expected']} operations succeeded, {report['failed']} failed; "
+        f"server response p95 {1e3 * report['server_response_p95_s']:.0f} ms (widget changes), "
+        f"page changes p95 {1e3 * report['page_change_p95_s']:.0f} ms",
+        f"server CPU {1e3 * cpu['server_per_interaction']:.0f} ms per interaction (rerun), "
+        f"{1e3 * cpu['server_per_operation']:.0f} ms per operation (page change + widget change); "
+        f"{cpu['server_share_of_one_core_in_rounds']:.2f} cores busy on average; RSS {report['server_rss_mb']}",
+        f"{m['cpu']} ({', '.join(m['flags_that_matter']) or 'no avx2/avx512/amx'}), {m['logical_cpus']} logical CPUs; "
+        f"load average {report['load_average_at_start']} at start, {report['load_average_at_end']} at end",
+    ])  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.class_load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sessions", type=int, default=30, help="concurrent protocol-level sessions (default 30)")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of encode+interpolate+sample each (default 6)")
+    p.add_argument("--think", type=float, default=3.0, help="mean pause before each action, s (x U(0.5, 1.5))")
+    p.add_argument("--ramp", type=float, default=10.0, help="seconds over which the sessions arrive (default 10)")
+    p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds before one request counts as failed")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
+    p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
+    p.add_argument("--name", default="class-load", help="results file name: bench/results/<name>-<time>.json")
+    args = p.parse_args(argv)
+    log = Path(tempfile.gettempdir()) / f"{args.name}.server.log"
+    a = args
+    report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app)
+    report["command"] = "python -m bench.class_load " + " ".join(argv if argv is not None else sys.argv[1:])
+    path = write_results(args.name, report)
+    print(summary(report))
+    print(f"written: {path}")
+    complete = report["succeeded"] == report["operations_expected"]
+    return 0 if report["failed"] == 0 and complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
