@@ -115,6 +115,10 @@ def test_model_defaults_are_flowconfigs():
         (["--eval-minutes", "-1"], "--eval-minutes and --checkpoint-minutes must be >= 0"),
         (["--width-growth", "0"], "width_growth must be >= 1"),
         (["--logit-alpha", "x"], "invalid float value: 'x'"),
+        (["--ema", "1"], "--ema must be in [0, 1)"),
+        (["--init-from", "missing.safetensors"], "--init-from missing.safetensors: no such file"),
+        (["--init-from", str(ROOT / "README.md")], "--init-from: README.md"),
+        (["--init-from", str(ROOT / "models" / "fashion_mnist.safetensors")], "another model"),  # 28x28 for digits
     ],
 )
 def test_bad_model_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nvp_core import RealNVP, save_model
+from nvp_core import RealNVP, load_model, save_model
+from nvp_core.checkpoint import CheckpointError
 
 from .config import TrainConfig
 from .data import Splits
@@ -43,17 +44,29 @@ def save_checkpoint(
     run: RunState,
     meta: dict[str, Any],
     half: bool,
-    test_bpd: float | None,
     elapsed: Callable[[], float],
 ) -> None:
-    """Writes ``last.safetensors``, ``best.safetensors`` when ``test_bpd`` beats ``run.best_bpd`` (which then
-    becomes it), and the resume state. The main process's job; ``run.rng`` must hold every rank's states."""
+    """Writes ``last.safetensors`` and the resume state (the best checkpoint is written where the test
+    bits/dim is measured, see ``train.loop.evaluate_and_save``). The main process's job; ``run.rng`` must hold
+    every rank's states."""
     save_model(model, out / "last.safetensors", meta, half=half)
-    if test_bpd is not None and test_bpd < run.best_bpd:
-        run.best_bpd = test_bpd
-        save_model(model, out / "best.safetensors", meta, half=half)
     run.elapsed_s = elapsed()  # read after the model files, as the state is the last thing written
     save_run_state(out, model, optimizer, run)
+
+
+def warm_start(model: RealNVP, path: str) -> dict[str, Any]:
+    """Loads the weights and batch-norm averages of the saved model at ``path`` (``--init-from``) into
+    ``model``, which must have the same configuration; returns the file's metadata. ValueError says why not."""
+    try:
+        source, meta = load_model(Path(path).expanduser(), map_location="cpu")
+    except CheckpointError as e:
+        raise ValueError(f"--init-from: {e}") from None
+    if source.config != model.config:
+        mine, theirs = model.config.to_dict(), source.config.to_dict()
+        diff = ", ".join(f"{k} {theirs.get(k)} (this run: {mine.get(k)})" for k in mine if mine[k] != theirs.get(k))
+        raise ValueError(f"--init-from {path}: another model: {diff}; give the model flags it was trained with")
+    model.load_state_dict(source.state_dict())
+    return meta
 
 
 # Budgets may change on --resume (to extend a run); everything else must match the saved run.

@@ -31,7 +31,7 @@ _FIELDS = (
     "width_growth", "logit_alpha", "bn_momentum", "bn_eps", "final_couplings",
     "batch_size", "lr", "l2", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio", "epochs", "max_steps",
     "max_minutes", "flip", "test_fraction", "eval_limit", "bn_recalibration_batches", "log_every", "seed",
-    "precision", "half_checkpoint",
+    "precision", "half_checkpoint", "init_from", "ema",
 )  # fmt: skip
 
 
@@ -86,6 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", choices=("cosine", "constant"), help="after the warm-up (default cosine)")
     g.add_argument("--min-lr-ratio", type=float, help="final learning rate of the cosine, as a fraction of --lr")
     g.add_argument("--seed", type=int, help="seed of initialisation, shuffling and dequantisation noise")
+    g.add_argument("--init-from", metavar="CHECKPOINT", help="start from the weights of this .safetensors model "
+                   "(e.g. models/fashion_mnist.safetensors; same architecture): a warm start, with a fresh "
+                   "optimiser, schedule and step count")  # fmt: skip
+    g.add_argument("--ema", type=float, help="evaluate, checkpoint and export an exponential moving average of "
+                   "the weights with this decay (e.g. 0.999; 0 = off, the default)")  # fmt: skip
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="s,t ResNets in bf16 autocast or float32; "
                    "auto = measured per machine and model, cached (or $NVP_FASTPATH); eval is float32")  # fmt: skip
 
@@ -139,6 +144,8 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, RunOptions, argpa
     )
     if args.eval_minutes < 0 or args.checkpoint_minutes < 0:
         raise ValueError("--eval-minutes and --checkpoint-minutes must be >= 0")
+    if cfg.init_from and not Path(cfg.init_from).expanduser().is_file():
+        raise ValueError(f"--init-from {cfg.init_from}: no such file")
     if args.stop_after < 0 or (args.threads is not None and args.threads < 1):
         raise ValueError("--stop-after must be >= 0 and --threads >= 1")
     return cfg, opts, args

@@ -69,6 +69,10 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     half_checkpoint: bool = False
+    # Not in the paper, both off by default: start from a saved model's weights (a warm start: optimiser,
+    # schedule and step begin afresh), and evaluate/export an exponential moving average of the weights.
+    init_from: str = ""
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -96,6 +100,7 @@ class TrainConfig:
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
         need(len(self.sample_temperatures) >= 1, "need at least one sample temperature")
         need(self.samples_per_temperature >= 1, "need at least one sample per temperature")
+        need(0 <= self.ema < 1, f"--ema must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema}")
 
     def flow_config(self, channels: int, image_size: int) -> FlowConfig:
         """The model for images ``[B, channels, image_size, image_size]`` (raises ValueError if it does not fit)."""

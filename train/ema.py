@@ -18,6 +18,10 @@ from contextlib import contextmanager
 
 import torch
 
+from nvp_core import RealNVP
+
+from .evaluate import recalibrate_batchnorm, recalibration_batches
+
 
 class WeightAverage:
     """The shadow copy of ``model``'s parameters (float32, on the parameters' device)."""
@@ -41,18 +45,20 @@ class WeightAverage:
         self.updates += 1
 
     @contextmanager
-    @torch.no_grad()
     def swapped_in(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         """``model`` with the averaged weights inside the block and its own weights back after it, even when
-        the block raises. Swapping the storage (not copying) costs nothing and keeps one copy of each."""
-        params = list(model.parameters())
-        for p, s in zip(params, self.shadow, strict=True):
-            p.data, s.data = s.data, p.data
+        the block raises. The values are copied in place (not swapped by ``.data``), so that the optimiser's
+        and DDP's references stay valid and every cache keyed on a tensor's version (the weight-norm cache)
+        sees the change."""
+        params: list[torch.Tensor] = list(model.parameters())
+        with torch.no_grad():
+            live = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, self.shadow)
         try:
             yield model
         finally:
-            for p, s in zip(params, self.shadow, strict=True):
-                p.data, s.data = s.data, p.data
+            with torch.no_grad():
+                torch._foreach_copy_(params, live)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Flat tensors (safetensors-ready): ``ema.<parameter name>`` and ``ema.__updates__``."""
@@ -71,3 +77,31 @@ class WeightAverage:
                 raise ValueError(f"the saved weight average of {n} has shape {tuple(t.shape)}, not {tuple(s.shape)}")
             s.copy_(t)
         self.updates = int(tensors["ema.__updates__"].item())
+
+
+#: Batches of 256 training images over which the batch-norm averages are recomputed for the averaged weights
+#: at each curve point (the live averages were measured with other weights).
+EVAL_RECALIBRATION_BATCHES = 10
+
+
+@contextmanager
+def evaluation_weights(
+    model: RealNVP, ema: WeightAverage | None, train_images: torch.Tensor, seed: int
+) -> Iterator[RealNVP]:
+    """The weights a curve point evaluates and the best checkpoint keeps: the model's own, or with ``--ema``
+    the average with batch-norm averages recomputed for it. Inside the block ``model`` holds them; after it,
+    its own weights and batch-norm averages are back exactly (the run continues bit-identically)."""
+    if ema is None:
+        yield model
+        return
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        live_buffers = [b.detach().clone() for b in model.buffers()]
+    with ema.swapped_in(model):
+        try:
+            batches = recalibration_batches(train_images, EVAL_RECALIBRATION_BATCHES, 256, seed)
+            recalibrate_batchnorm(model, (x.to(device) for x in batches))
+            yield model
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(list(model.buffers()), live_buffers)

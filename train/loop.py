@@ -21,11 +21,12 @@ from nvp_core.base import standard_normal_logprob
 from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
 from nvp_core.fileio import remove_stale_temps
 
-from .checkpointing import checkpoint_metadata, read_resume_state, save_checkpoint
+from .checkpointing import checkpoint_metadata, read_resume_state, save_checkpoint, warm_start
 from .checkpointing import same_recipe as same_recipe  # imported from here by the CLI's tests
 from .config import TrainConfig
 from .data import Splits, load_dataset
 from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
+from .ema import WeightAverage, evaluation_weights
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
 from .progress import LossWindow
@@ -202,6 +203,7 @@ class Job:
     test_images: torch.Tensor
     noise_gen: torch.Generator  # this process's dequantisation noise (its state changes, the object does not)
     metrics: MetricsWriter
+    ema: WeightAverage | None  # --ema: the average of the weights that curve points evaluate
 
     def epochs(self, step: int) -> float:
         """Epochs of training data seen after ``step`` steps (the x axis of the curve)."""
@@ -246,6 +248,8 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     # --- model and optimiser ------------------------------------------------------------------
     model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
     fast = configure(model, device, mode="train", batch=local_batch, precision=cfg.precision).path  # applied
+    if cfg.init_from and not opts.resume:  # a resumed run's weights come from its state
+        warm_start(model, cfg.init_from)
     optimizer = build_optimizer(model, cfg, fused=deferred)
     net = _distributed(model, opts, di, device)
 
@@ -267,7 +271,11 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     run = replace(
         run, train_config=cfg.to_dict(), world_size=di.world, noise_device=noise_device.type, fast_path=fast.name
     )
-    job = Job(cfg, opts, di, device, splits, test_images, noise_gen, MetricsWriter(opts.out, enabled=di.is_main))
+    ema = WeightAverage(model, cfg.ema) if cfg.ema else None
+    if ema is not None and run.ema:
+        ema.load_state_dict(run.ema)
+    metrics = MetricsWriter(opts.out, enabled=di.is_main)
+    job = Job(cfg, opts, di, device, splits, test_images, noise_gen, metrics, ema)
     if di.is_main:
         _start_folder(job, model, fast)
 
@@ -305,6 +313,8 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         if guard is not None and tally is not None:  # no host sync: the device decides whether to skip
             tally.add(*step_on_device(net, model, x, optimizer, guard, params, cfg.grad_clip))
             run.step += 1
+            if ema is not None:  # a skipped step left the weights as they were: averaging them again is harmless
+                ema.update(model)
             window.images += cfg.batch_size
             if run.step % cfg.log_every == 0 or epoch_end:
                 window.read_tally(tally, job.metrics, run.step)
@@ -320,6 +330,8 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
                 continue
             bad_in_row = 0
             run.step += 1
+            if ema is not None:
+                ema.update(model)
             window.add(result.loss)
             window.images += cfg.batch_size
         if run.step % cfg.log_every == 0 or epoch_end:
@@ -428,16 +440,16 @@ def save_for_resume(
     run: RunState,
     clock: RunClock,
     extra: dict[str, Any] | None = None,
-    test_bpd: float | None = None,
 ) -> None:
     """Gathers every rank's RNG states (a collective: every rank calls this) and, on the main process, writes
-    the checkpoints and the resume state. ``extra``: checkpoint metadata beyond the run's epoch and step."""
+    ``last.safetensors`` and the resume state. ``extra``: checkpoint metadata beyond the epoch and step."""
     run.rng = gather_rng_states(job.di, job.noise_gen)
     if not job.di.is_main:
         return
+    run.ema = job.ema.state_dict() if job.ema is not None else {}
     extra = extra or {"epoch": job.epochs(run.step), "step": run.step}
     meta = checkpoint_metadata(job.cfg, job.opts, job.splits, extra)
-    save_checkpoint(job.opts.out, model, optimizer, run, meta, job.cfg.half_checkpoint, test_bpd, clock)
+    save_checkpoint(job.opts.out, model, optimizer, run, meta, job.cfg.half_checkpoint, clock)
 
 
 def evaluate_and_save(
@@ -449,32 +461,41 @@ def evaluate_and_save(
     clock: RunClock,
     final: bool = False,
 ) -> float:
-    """A curve point: the test bits/dim, a sample grid, a metrics record and the checkpoints (``best`` when
-    the test bits/dim is the lowest yet). Every rank calls it; returns the test bits/dim."""
+    """A curve point: the test bits/dim and a sample grid of the evaluated weights (the model's, or their
+    average with --ema), ``best.safetensors`` from them when the test bits/dim is the lowest yet, a metrics
+    record, then ``last`` and the resume state. Every rank calls it; returns the test bits/dim."""
     cfg, di, out = job.cfg, job.di, job.opts.out
     train_bpd, images_per_s = window.train_bpd(), window.images_per_s()
     if di.enabled:
         average_buffers(model, di.world)
-    test_bpd = eval_bits_per_dim(model, job.test_images, di.rank, di.world)  # noise drawn on the CPU
+    wall_time = clock()
+    extra: dict[str, Any] = {"epoch": job.epochs(run.step), "step": run.step, "train_time_s": wall_time}
+    extra["hardware"] = hardware_description(job.device, di.world)
+    with evaluation_weights(model, job.ema, job.splits.train, cfg.seed) as evaluated:
+        test_bpd = eval_bits_per_dim(evaluated, job.test_images, di.rank, di.world)  # noise drawn on the CPU
+        extra["test_bpd"] = test_bpd
+        if di.is_main:
+            grid = sample_grid(evaluated, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
+            save_png(grid, out / "samples" / f"step_{run.step:07d}.png")
+            save_png(grid, out / "samples" / "latest.png")
+        if test_bpd < run.best_bpd:
+            run.best_bpd = test_bpd
+            if di.is_main:
+                meta = checkpoint_metadata(cfg, job.opts, job.splits, {**extra, "ema": cfg.ema or None})
+                save_model(evaluated, out / "best.safetensors", meta, half=cfg.half_checkpoint)
     record: dict[str, Any] = {
         "step": run.step,
-        "epoch": job.epochs(run.step),
+        "epoch": extra["epoch"],
         "train_bpd": train_bpd,
         "test_bpd": test_bpd,
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": images_per_s,
-        "wall_time": clock(),
+        "wall_time": wall_time,
     }
-    if di.is_main:
-        grid = sample_grid(model, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
-        save_png(grid, out / "samples" / f"step_{run.step:07d}.png")
-        save_png(grid, out / "samples" / "latest.png")
-    extra = {"epoch": record["epoch"], "step": run.step, "test_bpd": test_bpd, "train_time_s": record["wall_time"]}
-    extra["hardware"] = hardware_description(job.device, di.world)
     if final:
         record["final"] = True
     job.metrics.write(record)
-    save_for_resume(job, model, optimizer, run, clock, extra, test_bpd)
+    save_for_resume(job, model, optimizer, run, clock, extra)
     return test_bpd
 
 

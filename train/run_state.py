@@ -31,6 +31,8 @@ class RunState:
     world_size: int = 1
     noise_device: str = "cpu"
     fast_path: str | None = None
+    # The weight average (train.ema.WeightAverage.state_dict(): "ema.<name>" tensors); empty without --ema.
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def counters(self) -> dict[str, Any]:
         """The JSON-able part, under the keys the resume-state format has always used."""
@@ -47,7 +49,9 @@ class RunState:
         }
 
     @classmethod
-    def from_counters(cls, counters: dict[str, Any], rng: dict[str, torch.Tensor]) -> RunState:
+    def from_counters(
+        cls, counters: dict[str, Any], rng: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None = None
+    ) -> RunState:
         """The inverse of :meth:`counters`. A state without the identity fields was written by an older trainer,
         which ran a single CPU process."""
         return cls(
@@ -61,4 +65,5 @@ class RunState:
             world_size=int(counters.get("world_size", 1)),
             noise_device=counters.get("noise_device", "cpu"),
             fast_path=counters.get("fast_path"),
+            ema=ema or {},
         )

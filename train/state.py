@@ -64,13 +64,16 @@ def save_state(
     rng: dict[str, torch.Tensor],
     counters: dict[str, Any],
     stem: str = "last",
+    ema: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Writes the resume state. ``rng``: named generator states (uint8 tensors); ``counters``: JSON-able."""
+    """Writes the resume state. ``rng``: named generator states (uint8 tensors); ``counters``: JSON-able;
+    ``ema``: the weight average's tensors (keys ``ema.*``), if the run keeps one."""
     t_path, j_path = state_paths(out, stem)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     opt_tensors, opt_info = _optimizer_split(optimizer)
     tensors.update(opt_tensors)
     tensors.update({f"rng.{k}": v.cpu().contiguous() for k, v in rng.items()})
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in (ema or {}).items() if k.startswith("ema.")})
     doc = {"format": STATE_FORMAT, "counters": counters, "optimizer": opt_info}
     text = json.dumps(doc, indent=1)
     # The tensors file carries the whole JSON document in its header, so that one rename commits a
@@ -82,7 +85,8 @@ def save_state(
 
 def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """Reads a state written by :func:`save_state`: ``(model state_dict, optimizer state_dict, counters)``;
-    the RNG states are in ``counters["rng"]`` as tensors. Only the ``.safetensors`` file is needed."""
+    the RNG states are in ``counters["rng"]`` as tensors, the weight average's in ``counters["ema"]`` (keys
+    ``ema.*``, empty when the run keeps none). Only the ``.safetensors`` file is needed."""
     t_path, _ = state_paths(out, stem)
     if not t_path.is_file():
         raise StateError(f"nothing to resume in {out}: expected {t_path.name} (from an earlier run)")
@@ -98,16 +102,17 @@ def load_state(out: Path, stem: str = "last") -> tuple[dict[str, torch.Tensor], 
     counters = doc["counters"]
     model_sd = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
     counters["rng"] = {k[len("rng.") :]: v for k, v in tensors.items() if k.startswith("rng.")}
+    counters["ema"] = {k: v for k, v in tensors.items() if k.startswith("ema.")}
     return model_sd, _optimizer_join(tensors, doc["optimizer"]), counters
 
 
 def save_run_state(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunState) -> None:
     """Writes ``run`` with the model and optimiser as the run's resume state (``last``)."""
-    save_state(out, model, optimizer, run.rng, run.counters())
+    save_state(out, model, optimizer, run.rng, run.counters(), ema=run.ema)
 
 
 def load_run_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], RunState]:
     """Reads the run's resume state: ``(model state_dict, optimizer state_dict, run state)``. The format is
     the one :func:`save_state` has always written, so states of earlier trainers load the same way."""
     model_sd, optim_sd, counters = load_state(out)
-    return model_sd, optim_sd, RunState.from_counters(counters, counters.pop("rng"))
+    return model_sd, optim_sd, RunState.from_counters(counters, counters.pop("rng"), counters.pop("ema"))
