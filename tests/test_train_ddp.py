@@ -225,3 +225,36 @@ def test_the_gpu_step_under_ddp_skips_the_same_step_on_every_rank(tmp_path):
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "steps 1..3: 1 non-finite loss or gradient; skipped" in log, log
     assert "ranks agree: max |difference| 0 (parameters), 0 (batch-norm averages)" in log, log
+
+
+# Each rank has its own fast-path cache and a timing stub under which rank 0 finds NCHW fastest, rank 1
+# channels_last; it reports on stderr when it measures and which path it applies.
+_RANK_PREFERENCES = r"""
+import os, runpy, sys, tempfile
+rank = os.environ["RANK"]
+os.environ["NVP_FASTPATH_CACHE"] = os.path.join(tempfile.mkdtemp(), "fastpath.json")
+from nvp_core import fastpath
+def measure(config, mode, batch, device, paths):
+    print(f"rank {rank} measures", file=sys.stderr)
+    best = "fp32-nchw" if rank == "0" else "fp32-cl"
+    return {p.name: (1.0 if p.name == best else 2.0) for p in paths}
+fastpath.measure = measure
+real_apply = fastpath.FastPath.apply
+def apply(self, model):
+    print(f"rank {rank} applies {self.name}", file=sys.stderr)
+    return real_apply(self, model)
+fastpath.FastPath.apply = apply
+sys.argv = ["python -m train", *sys.argv[1:]]
+runpy.run_module("train", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_rank_0_measures_the_fast_path_and_every_rank_takes_it(tmp_path):
+    argv = [*ARGS, "--precision", "fp32", "--max-steps", "2", "--out", str(tmp_path / "run")]
+    (code0, err0, _), (code1, err1, _) = _launch(_RANK_PREFERENCES, argv)
+    assert (code0, code1) == (0, 0), err0[-2000:] + err1[-2000:]
+    assert "rank 0 measures" in err0 and "rank 1 measures" not in err1
+    assert "rank 0 applies fp32-nchw" in err0 and "rank 1 applies fp32-nchw" in err1
+    assert "applies fp32-cl" not in err0 + err1
+    assert "fast path fp32-nchw" in (tmp_path / "run" / "log.txt").read_text()

@@ -30,7 +30,14 @@ from .ema import WeightAverage, evaluation_weights
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
 from .progress import LossWindow
-from .ranks import average_buffers, gather_rng_states, max_diff_across_ranks, no_buffer_sync, synced_elapsed
+from .ranks import (
+    agreed_fast_path,
+    average_buffers,
+    gather_rng_states,
+    max_diff_across_ranks,
+    no_buffer_sync,
+    synced_elapsed,
+)
 from .run_state import RunState
 from .schedule import budget_progress, learning_rate
 from .step_checks import MAX_BAD_STEPS, BufferGuard, StepTally, TrainingError, diverged
@@ -247,7 +254,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
 
     # --- model and optimiser ------------------------------------------------------------------
     model = RealNVP(cfg.flow_config(splits.channels, splits.image_size)).to(device)
-    fast = configure(model, device, mode="train", batch=local_batch, precision=cfg.precision).path  # applied
+    fast = agreed_fast_path(model, device, di, local_batch, cfg.precision)  # measured once, applied
     if cfg.init_from and not opts.resume:  # a resumed run's weights come from its state
         warm_start(model, cfg.init_from)
     optimizer = build_optimizer(model, cfg, fused=deferred)

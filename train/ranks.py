@@ -1,5 +1,5 @@
-"""Keeping the processes of a distributed run in agreement: one clock, one set of batch-norm averages, every
-rank's noise stream in each resume state, and a check that their parameters agree at the end."""
+"""Keeping the processes of a distributed run in agreement: one fast path, one clock, one set of batch-norm
+averages, every rank's noise stream in each resume state, and a check that their parameters agree at the end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,24 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from nvp_core import RealNVP
+from nvp_core.fastpath import FastPath, configure
+
 from .distributed import DistInfo
+
+
+def agreed_fast_path(model: RealNVP, device: torch.device, di: DistInfo, batch: int, precision: str) -> FastPath:
+    """The training fast path, applied to ``model``: measured (or read from the cache) by rank 0 alone and
+    taken by every other rank, so that all processes run the same arithmetic. Ranks measuring separately
+    would time the candidates while competing with each other and could pick different paths."""
+    if not di.enabled:
+        return configure(model, device, mode="train", batch=batch, precision=precision).path
+    name = [configure(model, device, mode="train", batch=batch, precision=precision).path.name if di.is_main else ""]
+    torch.distributed.broadcast_object_list(name, src=0)
+    path = FastPath.from_name(name[0])
+    if not di.is_main:
+        path.apply(model)
+    return path
 
 
 def synced_elapsed(di: DistInfo, seconds: float) -> float:
