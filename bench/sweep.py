@@ -40,6 +40,7 @@ RECIPES: dict[str, str] = {
     "wide-lr2e-3": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --lr 2e-3",
     "wide-flip": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --flip",
     "wide-bnm0.01": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --bn-momentum 0.01",
+    "wide-ema": "--num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64 --ema 0.999",
     "wide-2scales": "--num-scales 2 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64",
 }
 DEFAULT = "small,wide,deep,wide-lr2e-3"
