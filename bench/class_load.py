@@ -384,7 +384,8 @@ def summary(report: dict[str, Any]) -> str:
     cpu, m = report["cpu_s"], report["machine"]
     return "\n".join([
         table(rows, ["operation", "n", "p50 ms", "p95 ms", "max ms"]),
-        f"{report['succeeded']}/{report['operations_expected']} operations succeeded, {report['failed']} failed; "
+        f"{report['succeeded']} operations succeeded, {report['failed']} failed, of "
+        f"{report['operations_expected']} planned (rounds done per session: {report['rounds_completed']}); "
         f"server response p95 {1e3 * report['server_response_p95_s']:.0f} ms (widget changes), "
         f"page changes p95 {1e3 * report['page_change_p95_s']:.0f} ms",
         f"server CPU {1e3 * cpu['server_per_interaction']:.0f} ms per interaction (rerun), "

@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
     p.add_argument("--top", type=int, default=25, help="functions shown per rerun (default 25)")
     p.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"], help="pstats sort order")
+    p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
+    p.add_argument("--name", default="profile-pages", help="results file name: bench/results/<name>-<time>.json")
     p.add_argument("--repeats", type=int, default=5, help="reruns of each kind; the last is profiled (default 5)")
     args = p.parse_args(argv)
     from streamlit.testing.v1 import AppTest
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp()
     models_dir, first, gallery_n = models_under_test(args.models_dir, Path(tmp))
     os.environ["NVP_MODELS_DIR"] = str(models_dir)
-    at = AppTest.from_file(str(APP), default_timeout=300).run()
+    at = AppTest.from_file(str(args.app), default_timeout=300).run()
     steps: list[tuple[str, Any]] = [
         ("page change: Encode", lambda k: at.switch_page("views/encode.py").run()),
         ("encode: gallery index", lambda k: _widget(at.number_input, GALLERY_LABEL).set_value(5 + k).run()),
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\nCPU per rerun (this process, without the profiler; median of the repeats after the first):")
     print(table(rows, ["rerun", "cpu_ms", "cpu_ms_profiled"]))
     print(f"load average {os.getloadavg()}")
-    path = write_results("profile-pages", {"model": str(first), "reruns": rows, "machine": machine_info()})
+    report = {"model": str(first), "app": str(args.app), "reruns": rows, "machine": machine_info()}
+    path = write_results(args.name, report)
     print(f"\nwritten: {path}")
     return 0
 
