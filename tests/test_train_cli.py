@@ -128,8 +128,8 @@ def test_bad_model_flags_exit_2_with_one_line(argv, message, tmp_path, capsys):
 
 
 def test_runs_saved_before_a_setting_existed_still_resume():
+    from train.checkpointing import same_recipe
     from train.config import TrainConfig
-    from train.loop import same_recipe
 
     now = TrainConfig().to_dict()
     old = {k: v for k, v in now.items() if k not in ("logit_alpha", "bn_momentum", "final_couplings")}

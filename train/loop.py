@@ -22,7 +22,6 @@ from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
 from nvp_core.fileio import remove_stale_temps
 
 from .checkpointing import checkpoint_metadata, read_resume_state, save_checkpoint, warm_start
-from .checkpointing import same_recipe as same_recipe  # imported from here by the CLI's tests
 from .config import TrainConfig
 from .data import Splits, load_dataset
 from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
@@ -51,7 +50,6 @@ __all__ = [  # what other modules and the tests import from here
     "build_optimizer",
     "loss_bits_per_dim",
     "resolve_precision",
-    "same_recipe",
     "step_on_device",
     "train",
     "train_batch",
