@@ -54,11 +54,11 @@ def save_checkpoint(
     save_run_state(out, model, optimizer, run)
 
 
-def warm_start(model: RealNVP, path: str) -> dict[str, Any]:
+def warm_start(model: RealNVP, path: str) -> None:
     """Loads the weights and batch-norm averages of the saved model at ``path`` (``--init-from``) into
-    ``model``, which must have the same configuration; returns the file's metadata. ValueError says why not."""
+    ``model``, which must have the same configuration. ValueError says why not."""
     try:
-        source, meta = load_model(Path(path).expanduser(), map_location="cpu")
+        source, _ = load_model(Path(path).expanduser(), map_location="cpu")
     except CheckpointError as e:
         raise ValueError(f"--init-from: {e}") from None
     if source.config != model.config:
@@ -66,7 +66,6 @@ def warm_start(model: RealNVP, path: str) -> dict[str, Any]:
         diff = ", ".join(f"{k} {theirs.get(k)} (this run: {mine.get(k)})" for k in mine if mine[k] != theirs.get(k))
         raise ValueError(f"--init-from {path}: another model: {diff}; give the model flags it was trained with")
     model.load_state_dict(source.state_dict())
-    return meta
 
 
 # Budgets may change on --resume (to extend a run); everything else must match the saved run.

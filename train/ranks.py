@@ -19,13 +19,14 @@ def agreed_fast_path(model: RealNVP, device: torch.device, di: DistInfo, batch: 
     """The training fast path, applied to ``model``: measured (or read from the cache) by rank 0 alone and
     taken by every other rank, so that all processes run the same arithmetic. Ranks measuring separately
     would time the candidates while competing with each other and could pick different paths."""
-    if not di.enabled:
-        return configure(model, device, mode="train", batch=batch, precision=precision).path
-    name = [configure(model, device, mode="train", batch=batch, precision=precision).path.name if di.is_main else ""]
-    torch.distributed.broadcast_object_list(name, src=0)
-    path = FastPath.from_name(name[0])
-    if not di.is_main:
-        path.apply(model)
+    path = configure(model, device, mode="train", batch=batch, precision=precision).path if di.is_main else None
+    if di.enabled:
+        name = [path.name if path is not None else ""]
+        torch.distributed.broadcast_object_list(name, src=0)
+        if path is None:
+            path = FastPath.from_name(name[0])
+            path.apply(model)
+    assert path is not None
     return path
 
 
