@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import compute, state, widgets
+from app import compute, player, state, widgets
 from nvp_core.latent import interpolate
 
 ctx = state.current()
@@ -34,22 +34,6 @@ zb = widgets.memo(ctx, "interp_zb", (widgets.digest(image_b),), lambda: compute.
 def _set_weights(values: list[float]) -> None:
     for lv, v in enumerate(values, start=1):
         st.session_state[ctx.k(f"ip_w{lv}")] = v
-
-
-def frame_view(frames: np.ndarray) -> None:
-    """Browses the decoded frames; no model call (the frames and the animation are memoised). Not a nested
-    fragment: measured in chromium, a nested fragment's update reached the page ~3× later than this."""
-    steps = len(frames)
-    k = st.slider(
-        "Frame",
-        0,
-        steps - 1,
-        steps // 2,
-        key=ctx.s("ip_frame"),
-        persist_state="session",
-        help="Browses the decoded frames.",
-    )
-    widgets.picture(frames[k], 200, f"frame {k}: t = {k / (steps - 1):.2f}")
 
 
 @st.fragment
@@ -101,13 +85,8 @@ def path_view(za: list, zb: list, key: str) -> None:
     zpath, frames = widgets.memo(ctx, "interp", (key, method, steps, tuple(weights)), run)
     label = ", ".join(f"{w:g}" for w in weights)
     mosaic = widgets.strip(frames, f"A → B in {steps} frames ({method}; level weights {label})")
-    f1, f2 = st.columns([1, 2])
-    with f1:
-        frame_view(frames)
-    gif = widgets.memo(ctx, "interp_gif", (key, method, steps, tuple(weights)), lambda: compute.gif_bytes(frames, 0))
-    with f2:
-        # An animated GIF: the browser plays it with no chart library and no further request to the server.
-        st.image(gif, caption="looping animation: A → B → A", width=200)
+    # The frames are browsed and animated in the browser: no server round trip per frame (app/player.py).
+    player.frame_player(frames, [f"frame {k}: t = {k / (steps - 1):.2f}" for k in range(steps)])
     widgets.result_downloads(
         ctx, "interpolation", mosaic, zpath, label="Strip", gif=frames, npz_name="path", weights=np.array(weights)
     )

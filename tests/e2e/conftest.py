@@ -81,7 +81,7 @@ class Network:
     images: list[tuple[str, str]] = field(default_factory=list)  # (url, content type)
 
     def not_lossless(self) -> list[tuple[str, str]]:
-        """Image responses that are neither PNG nor GIF (the interpolation's animation)."""
+        """Image responses that are neither PNG nor GIF (both lossless)."""
         return [(u, t) for u, t in self.images if t.split(";")[0].strip() not in LOSSLESS]
 
 

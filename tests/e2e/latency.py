@@ -3,7 +3,8 @@
     .venv/bin/python tests/e2e/latency.py [MODELS_DIR] [--moves 10]
 
 Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow keys on two sliders: "Frame"
-(browses decoded frames, no model call) and "level 1 (finest)" (re-decodes every frame in one inverse call).
+(the frame player's, which browses decoded frames in the browser: app/player.py) and "level 1 (finest)" (a
+server rerun that re-decodes every frame in one inverse call).
 Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON. With
 ``--baseline`` it also times a trivial Streamlit app (one slider and one image in a fragment): the floor that
 Streamlit and the browser set on this machine at its current load.
@@ -33,16 +34,26 @@ CHANGED_JS = """([cap, src]) => [...document.querySelectorAll('[data-testid="stI
     return c && i && c.innerText.startsWith(cap) && i.getAttribute('src') !== src; })"""
 
 
-def moves(page: object, slider: str, caption: str, n: int) -> list[float]:
+PLAYER_CHANGED_JS = "([, src]) => document.querySelector('.nvp-player .nvp-frame').getAttribute('src') !== src"
+
+
+def moves(page: object, slider: str, caption: str, n: int, player: bool = False) -> list[float]:
+    """Seconds from each key press on ``slider`` to a new picture: the ``st.image`` captioned ``caption``, or
+    with ``player`` the frame player's picture."""
     out = []
     for k in range(n):
-        img = image_with_caption(page, caption)
+        if player:
+            img = page.locator(".nvp-player .nvp-frame")  # type: ignore[attr-defined]
+            thumb = page.locator(f'.nvp-player input[type="range"][aria-label="{slider}"]')  # type: ignore[attr-defined]
+        else:
+            img = image_with_caption(page, caption)  # type: ignore[arg-type]
+            thumb = page.locator(f'input[type="range"][aria-label="{slider}"]')  # type: ignore[attr-defined]
         before = img.get_attribute("src")
-        thumb = page.locator(f'input[type="range"][aria-label="{slider}"]')  # type: ignore[attr-defined]
         thumb.focus()
         t0 = time.perf_counter()
         thumb.press("ArrowLeft" if k % 2 == 0 else "ArrowRight")
-        page.wait_for_function(CHANGED_JS, arg=[caption, before], timeout=60_000)  # type: ignore[attr-defined]
+        changed = PLAYER_CHANGED_JS if player else CHANGED_JS
+        page.wait_for_function(changed, arg=[caption, before], timeout=60_000)  # type: ignore[attr-defined]
         out.append(time.perf_counter() - t0)
         settle(page)  # type: ignore[arg-type]
     return out
@@ -113,9 +124,9 @@ def main() -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{url}/interpolate")
         settle(page)
-        moves(page, "Frame", "frame ", 2)  # warm-up
+        moves(page, "Frame", "frame ", 2, player=True)  # warm-up
         for name, slider, caption in (("frame", "Frame", "frame "), ("level_weight", "level 1 (finest)", "A → B")):
-            ts = moves(page, slider, caption, args.moves)
+            ts = moves(page, slider, caption, args.moves, player=name == "frame")
             result[name] = {
                 "median_s": statistics.median(ts),
                 "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import time
@@ -74,17 +75,62 @@ def _move_and_time(page, slider_name: str, key: str, caption: str) -> float:
     return dt
 
 
+def _scrub_and_time(page, key: str) -> float:
+    """Presses ``key`` on the frame player's slider; seconds until its picture changes (browser only)."""
+    img = page.locator(".nvp-player .nvp-frame")
+    before = img.get_attribute("src")
+    thumb = page.locator('.nvp-player input[type="range"][aria-label="Frame"]')
+    thumb.focus()
+    t0 = time.perf_counter()
+    thumb.press(key)
+    page.wait_for_function("(s) => document.querySelector('.nvp-player .nvp-frame').getAttribute('src') !== s",
+                           arg=before)  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def _data_pixels(src: str) -> np.ndarray:
+    assert src.startswith("data:image/png;base64,"), src[:40]
+    arr = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
 def test_interpolation_sliders_change_the_image(page, app_url: str) -> None:
     page.goto(f"{app_url}/interpolate")
     settle(page)
-    image_with_caption(page, "frame ").wait_for()
-    frame_s = [_move_and_time(page, "Frame", k, "frame ") for k in ("ArrowLeft", "ArrowRight", "ArrowLeft")]
+    page.locator(".nvp-player .nvp-frame").wait_for()
+    frame_s = [_scrub_and_time(page, k) for k in ("ArrowLeft", "ArrowRight", "ArrowLeft")]
     weight_s = [_move_and_time(page, "level 1 (finest)", k, "A → B") for k in ("ArrowLeft", "ArrowLeft")]
     assert not exceptions(page), exceptions(page)
     # Recorded for the report, not asserted (timing depends on the machine's load).
     out = ROOT / "artifacts" / "latency_e2e.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"frame_slider_s": frame_s, "level_weight_slider_s": weight_s}, indent=1))
+
+
+def test_the_frame_player_shows_the_strips_frames_byte_for_byte(page, network: Network, app_url: str) -> None:
+    """The player browses frames in the browser: each frame it shows, scrubbed from first to last, is the
+    strip's frame to the pixel (PNG in a ``data:`` address, nothing fetched), with its caption, and the
+    animation plays."""
+    page.goto(f"{app_url}/interpolate")
+    settle(page)
+    thumb = page.locator('.nvp-player input[type="range"][aria-label="Frame"]')
+    steps = int(thumb.get_attribute("max")) + 1
+    thumb.focus()
+    thumb.press("Home")
+    shown = []
+    for k in range(steps):
+        caption = page.locator(".nvp-player .nvp-frame-caption").inner_text()
+        assert caption.startswith(f"frame {k}: t = "), caption
+        shown.append(_data_pixels(page.locator(".nvp-player .nvp-frame").get_attribute("src")))
+        thumb.press("ArrowRight")
+    strip = _served_pixels(page, app_url, f"A → B in {steps} frames")
+    np.testing.assert_array_equal(compute.grid(np.stack(shown), steps), strip)
+    anim = page.locator(".nvp-player .nvp-anim")
+    first = anim.get_attribute("src")
+    page.wait_for_function("(s) => document.querySelector('.nvp-player .nvp-anim').getAttribute('src') !== s",
+                           arg=first)  # fmt: skip
+    assert not network.offsite, network.offsite
+    assert not exceptions(page), exceptions(page)
 
 
 @pytest.mark.parametrize("name", list(PAGES))
