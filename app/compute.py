@@ -47,6 +47,19 @@ def decode(model: RealNVP, zs: Sequence[Tensor]) -> np.ndarray:
     return to_uint8(model.inverse([z.float() for z in zs]))
 
 
+@torch.inference_mode()
+def decode_coarse(model: RealNVP, zs_coarse: Sequence[Tensor]) -> Tensor:
+    """The state after the inverse of the scales of ``zs_coarse``'s levels (see ``RealNVP.inverse_coarse``)."""
+    return model.inverse_coarse([z.float() for z in zs_coarse])
+
+
+@torch.inference_mode()
+def decode_fine(model: RealNVP, h: Tensor, zs_fine: Sequence[Tensor]) -> np.ndarray:
+    """The rest of :func:`decode` from :func:`decode_coarse`'s state: only the scales of ``zs_fine``'s levels
+    run. ``decode_fine(m, decode_coarse(m, zs[k:]), zs[:k])`` is the same bytes as ``decode(m, zs)``."""
+    return to_uint8(model.inverse_fine(h, [z.float() for z in zs_fine]))
+
+
 def bits_per_dim(model: RealNVP, images: np.ndarray, first_index: int = 0) -> np.ndarray:
     """``[B]`` bits/dim of uint8 images ``[B, C, H, W]`` under the one convention every page shows
     (``nvp_core.likelihood.CONVENTION``; ``first_index``: the first image's gallery index, 0 for any other)."""

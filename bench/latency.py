@@ -80,11 +80,41 @@ def _ops(model: RealNVP, fast: bool) -> dict[str, Callable[[], None]]:
         with _mode(fast):
             model.sample(64, temperature=0.7, generator=torch.Generator().manual_seed(1))
 
-    return {"encode_decode_1": encode_decode, "interpolation_16": interpolation, "samples_64": samples}
+    # The Interpolate page's weight sliders: a 9-frame path decoded whole (a move of the coarsest level's
+    # weight), or from the memoised coarse state when only the finest level's weight moved.
+    with _mode(fast):
+        zs, _ = model(_prep(model, x2, fast))
+        path = interpolate([z[:1] for z in zs], [z[1:] for z in zs], 9, level_weights=[0.5] + [1.0] * (len(zs) - 1))
+        coarse = model.inverse_coarse(path[1:]) if len(path) > 1 else None
+
+    def weight_move_whole() -> None:
+        with _mode(fast):
+            model.inverse(path)
+
+    def weight_move_finest() -> None:
+        with _mode(fast):
+            if coarse is None:
+                model.inverse(path)
+            else:
+                model.inverse_fine(coarse, path[:1])
+
+    return {
+        "encode_decode_1": encode_decode,
+        "interpolation_16": interpolation,
+        "samples_64": samples,
+        "weight_move_whole_9": weight_move_whole,
+        "weight_move_finest_9": weight_move_finest,
+    }
 
 
 #: timed calls of each operation per variant and round
-CALLS = {"encode_decode_1": 5, "interpolation_16": 1, "samples_64": 1}
+CALLS = {
+    "encode_decode_1": 5,
+    "interpolation_16": 1,
+    "samples_64": 1,
+    "weight_move_whole_9": 3,
+    "weight_move_finest_9": 3,
+}
 
 
 def interactive_latency(

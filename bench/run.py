@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                 "enc+dec p90 ms": r["encode_decode_1"]["p90_ms"],
                 "interp16 p50 ms": r["interpolation_16"]["p50_ms"],
                 "64 samples p50 ms": r["samples_64"]["p50_ms"],
+                "weight move 9 fr. p50 ms": r["weight_move_whole_9"]["p50_ms"],
+                "finest only p50 ms": r["weight_move_finest_9"]["p50_ms"],
                 "first calls s": r["first_calls_s"],
                 "load": r["load_during"],
             }

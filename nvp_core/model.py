@@ -174,17 +174,43 @@ class RealNVP(nn.Module):
         land inside it, so they round-trip exactly. Prior samples can fall outside, and their pixels are
         clipped to [0, 1]."""
         self._check_latents(zs)
-        h = zs[-1]
-        for i in range(len(self.scales) - 1, -1, -1):
-            if i < len(self.scales) - 1:
-                h = torch.cat([h, zs[i]], dim=1)
+        return self.inverse_fine(self.inverse_coarse(zs), [])
+
+    def inverse_coarse(self, zs_coarse: Sequence[Tensor]) -> Tensor:
+        """The first part of :meth:`inverse`: latents of levels ``k+1..L`` (``k = L - len(zs_coarse)``, 0 ≤ k < L)
+        → the state that level ``k``'s latents join (the inverse of scales ``k+1..L``); for k = 0, the logit-space
+        image. A path whose coarse levels stay put (a finer level's weight moves) reuses it:
+        ``inverse(zs) == inverse_fine(inverse_coarse(zs[k:]), zs[:k])`` exactly, as both run the same layers."""
+        L, k = self.num_levels, self.num_levels - len(zs_coarse)
+        if not 0 <= k < L:
+            raise ValueError(f"expected 1 to {L} coarse latent levels, got {len(zs_coarse)}")
+        self._check_levels(zs_coarse, k)
+        h = zs_coarse[-1]
+        for i in range(L - 1, k - 1, -1):
+            if i < L - 1:
+                h = torch.cat([h, zs_coarse[i - k]], dim=1)
             h = self.scale_flows[i].inverse(h)
+        return h
+
+    def inverse_fine(self, h: Tensor, zs_fine: Sequence[Tensor]) -> Tensor:
+        """The rest of :meth:`inverse`: the state ``h`` of :meth:`inverse_coarse` and the latents of levels
+        ``1..k`` (``k = len(zs_fine)``) → images ``[B, C, H, W]`` in [0, 1]."""
+        k = len(zs_fine)
+        if not 0 <= k < self.num_levels:
+            raise ValueError(f"expected 0 to {self.num_levels - 1} fine latent levels, got {k}")
+        self._check_levels(zs_fine, 0)
+        for i in range(k - 1, -1, -1):
+            h = self.scale_flows[i].inverse(torch.cat([h, zs_fine[i]], dim=1))
         return self.preprocess.inverse(h).clamp(0.0, 1.0)
 
     def _check_latents(self, zs: Sequence[Tensor]) -> None:
         if len(zs) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} latent levels, got {len(zs)}")
-        for level, (z, shape) in enumerate(zip(zs, self.latent_shapes, strict=True), start=1):
+        self._check_levels(zs, 0)
+
+    def _check_levels(self, zs: Sequence[Tensor], first: int) -> None:
+        """Checks the shapes of latents of levels ``first+1 .. first+len(zs)``."""
+        for level, (z, shape) in enumerate(zip(zs, self.latent_shapes[first:], strict=False), start=first + 1):
             if tuple(z.shape[1:]) != shape:
                 raise ValueError(
                     f"level {level}: expected latents [B, {', '.join(map(str, shape))}], got {list(z.shape)}"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -25,10 +28,13 @@ from app_helpers import (
     problems,
     record_latent_images,
 )
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app import compute, state
 from nvp_core import load_model
 from nvp_core.images import load_image, to_array
+from nvp_core.latent import interpolate
 
 FIXTURES = {"grey12": (1, 12, 2), "rgb16": (3, 16, 3)}
 SHIPPED_STEMS = ["digits", "fashion_mnist"]
@@ -313,6 +319,33 @@ def frame_player(at: AppTest) -> str:
     bodies = [h.value for h in at.html if "nvp-player" in h.value]
     assert len(bodies) == 1, f"{len(bodies)} frame players"
     return bodies[0]
+
+
+def player_frames(at: AppTest) -> np.ndarray:
+    """The uint8 ``[N, C, H, W]`` frames the page's frame player carries (PNG ``data:`` addresses)."""
+    srcs = re.findall(r'"data:image/png;base64,([A-Za-z0-9+/=]+)"', frame_player(at).split("<script>", 1)[1])
+    arrays = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s)))) for s in srcs]
+    return np.stack([a[None] if a.ndim == 2 else a.transpose(2, 0, 1) for a in arrays])
+
+
+def test_interpolation_frames_stay_the_decoded_path_as_single_levels_move(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    """A weight slider re-decodes only the scales at and below its level (the coarser part is memoised): after
+    moves of each level in turn, the frames are still the whole inverse of the path, byte for byte."""
+    ckpt = target_path(fixture_dir, "fixture:rgb16")
+    at = goto(open_app(monkeypatch, ckpt), "interpolate")
+    model, _ = state._load(str(ckpt), state.stamp(ckpt))  # the app's model object (same fast path)
+    za, zb = at.session_state["_memo:interp_za"][1], at.session_state["_memo:interp_zb"][1]
+    L = model.num_levels
+    assert L == 3
+    weights = [1.0] * L
+    for level, w in ((2, 0.3), (1, 0.6), (1, 0.2), (3, 0.5), (1, 0.9), (2, 0.0)):
+        by_label(at.slider, f"level {level}").set_value(w).run()
+        assert not problems(at), problems(at)
+        weights[level - 1] = w
+        expected = compute.decode(model, interpolate(za, zb, 9, level_weights=weights))
+        assert np.array_equal(player_frames(at), expected), (level, w)
 
 
 @pytest.mark.parametrize("target", ["fixture:grey12", "shipped:digits"])

@@ -54,6 +54,24 @@ def test_model_round_trip_float64(name: str) -> None:
     assert (model.inverse(zs) - x).abs().max() <= 1e-10
 
 
+@pytest.mark.parametrize("name", SMALL)
+def test_the_inverse_split_at_any_level_is_the_inverse_exactly(name: str) -> None:
+    """A finer level's change reuses the coarse part of the inverse: the two halves give the same bits."""
+    cfg = SMALL[name]
+    model = nontrivial_model(cfg)
+    zs, _ = model(torch.rand(3, cfg.in_channels, cfg.image_size, cfg.image_size, dtype=torch.float64) * 0.9 + 0.05)
+    zs = [z + 0.3 * torch.randn_like(z) for z in zs]  # not only the latents of real images
+    whole = model.inverse(zs)
+    for k in range(model.num_levels):
+        assert torch.equal(model.inverse_fine(model.inverse_coarse(zs[k:]), zs[:k]), whole), k
+    with pytest.raises(ValueError, match="coarse latent levels"):
+        model.inverse_coarse([])
+    with pytest.raises(ValueError, match="fine latent levels"):
+        model.inverse_fine(zs[-1], zs)
+    with pytest.raises(ValueError, match="level 2"):
+        model.inverse_coarse([zs[0], zs[1][:, :1], *zs[2:]])
+
+
 @pytest.mark.parametrize(
     "cfg",
     [
