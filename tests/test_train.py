@@ -169,3 +169,32 @@ def test_a_run_kept_without_its_best_checkpoint_resumes_and_makes_one(tmp_path, 
     result = run(cfg.with_updates(max_steps=12), tmp_path, resume=True)
     assert (tmp_path / "best.safetensors").is_file() and math.isfinite(result["best_bpd"])
     assert "bn_recalibration" in result
+
+
+def test_recalibration_weighs_the_last_checkpoint_against_the_best(tmp_path, monkeypatch):
+    """When training went on after the best checkpoint, the last one is recalibrated over the same batches too,
+    and whichever scores lowest (as it was, or recalibrated) becomes best.safetensors, with its score."""
+    from train import state
+
+    cfg = tiny(max_steps=8, warmup_steps=2, bn_recalibration_batches=2)
+    run(cfg, tmp_path)
+    _, first = load_model(tmp_path / "best.safetensors")
+    real_load = state.load_state
+
+    def stored_best_unbeatable(out):  # the continuation writes no new best: best stays at step 8
+        model_sd, optim_sd, counters = real_load(out)
+        return model_sd, optim_sd, {**counters, "best_bpd": 0.0}
+
+    monkeypatch.setattr(state, "load_state", stored_best_unbeatable)
+    result = run(cfg.with_updates(max_steps=14), tmp_path, resume=True)
+    assert result["bn_recalibration_last"]["step"] == 14
+    scores = {
+        "best": first["test_bpd"],
+        "best recalibrated": result["bn_recalibration"]["after"],
+        "last recalibrated": result["bn_recalibration_last"]["after"],
+    }
+    model, meta = load_model(tmp_path / "best.safetensors")
+    assert meta["test_bpd"] == min(scores.values()), (scores, meta["test_bpd"])
+    assert meta["step"] == (14 if min(scores, key=scores.get) == "last recalibrated" else 8)
+    test_images = load_dataset("digits").test[:64]
+    assert abs(eval_bits_per_dim(model, test_images) - meta["test_bpd"]) < 1e-9
