@@ -218,6 +218,14 @@ def test_launcher_command_runs_streamlit_on_the_app() -> None:
     assert cmd[-2:] == ["--server.port", "8765"]
 
 
+def test_launcher_caps_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert launch.environment()["MALLOC_ARENA_MAX"] == "2"
+    assert launch.environment({"MALLOC_ARENA_MAX": "8"})["MALLOC_ARENA_MAX"] == "8"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert launch.environment()["MALLOC_ARENA_MAX"] == "4"
+
+
 def test_launcher_help_exits_cleanly() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "app.launch", "--help"],
