@@ -324,6 +324,25 @@ def memo(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T
     return value
 
 
+def decode_levels(
+    ctx: Ctx, name: str, key: tuple[object, ...], per_level: Sequence[float], zs: Sequence[Tensor]
+) -> np.ndarray:
+    """``compute.decode(ctx.model, zs)`` for latents whose level ``l`` is fixed by ``key`` and ``per_level[l-1]``
+    (a weight or a temperature per level). A slider moves one level at a time: the levels above the highest one
+    that moved since this session's last call keep their latents, so the inverse of their scales is memoised
+    (``RealNVP.inverse_coarse``) and only the finer scales run. The same bytes as a whole decode (tested)."""
+    L = ctx.model.num_levels
+    values = tuple(per_level)
+    before = st.session_state.get(ctx.k(f"_decoded:{name}"))
+    moved = [
+        lv for lv in range(1, L + 1) if before is not None and len(before) == L and before[lv - 1] != values[lv - 1]
+    ]
+    k = min(max(moved, default=1), L - 1)  # 0 only for a one-level model: then everything is decoded
+    st.session_state[ctx.k(f"_decoded:{name}")] = values
+    h = memo(ctx, f"{name}_coarse", (*key, k, values[k:]), lambda: compute.decode_coarse(ctx.model, zs[k:]))
+    return compute.decode_fine(ctx.model, h, zs[:k])
+
+
 def digest(*arrays: np.ndarray) -> str:
     """A short content hash of arrays (memo keys)."""
     h = hashlib.blake2b(digest_size=8)

@@ -348,6 +348,24 @@ def test_interpolation_frames_stay_the_decoded_path_as_single_levels_move(
         assert np.array_equal(player_frames(at), expected), (level, w)
 
 
+def test_samples_stay_the_decoded_draws_as_single_temperatures_move(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    """The Sample page's temperature sliders re-decode only the scales at and below their level: after moves of
+    each level in turn, the grid is still the whole inverse of the seeded draws, byte for byte."""
+    ckpt = target_path(fixture_dir, "fixture:rgb16")
+    at = goto(open_app(monkeypatch, ckpt), "sample")
+    model, _ = state._load(str(ckpt), state.stamp(ckpt))
+    temps = [0.8] * model.num_levels
+    for level, t in ((2, 0.3), (1, 0.6), (1, 1.0), (3, 0.5), (1, 0.1), (2, 1.2)):
+        by_label(at.slider, f"T, level {level}").set_value(t).run()
+        assert not problems(at), problems(at)
+        temps[level - 1] = t
+        zs = model.sample_latents(36, temps, generator=torch.Generator().manual_seed(0))
+        shown = at.session_state["_memo:sample"][1][0]  # the frames the page's mosaic is made of
+        assert np.array_equal(shown, compute.decode(model, zs)), (level, t)
+
+
 @pytest.mark.parametrize("target", ["fixture:grey12", "shipped:digits"])
 def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, target: str) -> None:
     at = open_app(monkeypatch, target_path(fixture_dir, target))

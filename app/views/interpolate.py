@@ -78,20 +78,12 @@ def path_view(za: list, zb: list, key: str) -> None:
             for lv in range(1, L + 1)
         ]
 
-    # A weight slider moves one level: the levels above the highest one that moved keep their path, so the
-    # inverse of their scales is memoised and only the finer scales run again (k: the levels that do).
-    before = st.session_state.get(ctx.k("ip_decoded_weights"), weights)
-    moved = [lv for lv in range(1, L + 1) if before[lv - 1] != weights[lv - 1]]
-    k = min(max(moved, default=1), L - 1)
-
     def run() -> tuple[list, np.ndarray]:
         zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
-        coarse_key = (key, method, steps, k, tuple(weights[k:]))
-        h = widgets.memo(ctx, "interp_coarse", coarse_key, lambda: compute.decode_coarse(model, zpath[k:]))
-        return zpath, compute.decode_fine(model, h, zpath[:k])  # one batched inverse for every frame
+        # One batched inverse for every frame; a weight slider re-runs only the scales at and below its level.
+        return zpath, widgets.decode_levels(ctx, "interp", (key, method, steps), weights, zpath)
 
     zpath, frames = widgets.memo(ctx, "interp", (key, method, steps, tuple(weights)), run)
-    st.session_state[ctx.k("ip_decoded_weights")] = weights
     label = ", ".join(f"{w:g}" for w in weights)
     mosaic = widgets.strip(frames, f"A → B in {steps} frames ({method}; level weights {label})")
     # The frames are browsed and animated in the browser: no server round trip per frame (app/player.py).

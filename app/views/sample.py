@@ -48,8 +48,10 @@ def sample_view() -> None:
         ]
 
     def run() -> tuple[np.ndarray, list]:
+        # Level l's draw depends on the seed, the count and its own temperature only (each level's noise comes
+        # from the generator in turn, then is scaled): a temperature slider re-runs only the finer scales.
         zs = model.sample_latents(n * n, temps, generator=torch.Generator().manual_seed(int(seed)))
-        return compute.decode(model, zs), zs
+        return widgets.decode_levels(ctx, "sample", (int(seed), n), temps, zs), zs
 
     frames, zs = widgets.memo(ctx, "sample", (int(seed), n, tuple(temps)), run)
     mosaic = widgets.strip(
