@@ -287,8 +287,8 @@ def test_sessions_share_results_that_are_the_same_and_cannot_change_them(monkeyp
     from app import compute
 
     calls: list[int] = []
-    real = compute.decode
-    monkeypatch.setattr(compute, "decode", lambda model, zs: calls.append(len(zs[0])) or real(model, zs))
+    real = compute.decode_fine  # the call that makes the grid's pixels (widgets.decode_levels)
+    monkeypatch.setattr(compute, "decode_fine", lambda model, h, zs: calls.append(len(h)) or real(model, h, zs))
     a = _open(monkeypatch, models, "sample")
     b = _open(monkeypatch, models, "sample")
     seed = 424_242  # not used by any other test: the shared results live as long as the process
