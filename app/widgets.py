@@ -333,10 +333,8 @@ def decode_levels(
     (``RealNVP.inverse_coarse``) and only the finer scales run. The same bytes as a whole decode (tested)."""
     L = ctx.model.num_levels
     values = tuple(per_level)
-    before = st.session_state.get(ctx.k(f"_decoded:{name}"))
-    moved = [
-        lv for lv in range(1, L + 1) if before is not None and len(before) == L and before[lv - 1] != values[lv - 1]
-    ]
+    before = st.session_state.get(ctx.k(f"_decoded:{name}"), values)
+    moved = [lv for lv, (b, v) in enumerate(zip(before, values, strict=True), start=1) if b != v]
     k = min(max(moved, default=1), L - 1)  # 0 only for a one-level model: then everything is decoded
     st.session_state[ctx.k(f"_decoded:{name}")] = values
     h = memo(ctx, f"{name}_coarse", (*key, k, values[k:]), lambda: compute.decode_coarse(ctx.model, zs[k:]))

@@ -173,8 +173,9 @@ class RealNVP(nn.Module):
         The logit layer maps (0,1) onto the interval ``(logit α, logit 1-α)``; latents of real images always
         land inside it, so they round-trip exactly. Prior samples can fall outside, and their pixels are
         clipped to [0, 1]."""
-        self._check_latents(zs)
-        return self.inverse_fine(self.inverse_coarse(zs), [])
+        if len(zs) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} latent levels, got {len(zs)}")
+        return self.inverse_fine(self.inverse_coarse(zs), [])  # inverse_coarse checks the shapes
 
     def inverse_coarse(self, zs_coarse: Sequence[Tensor]) -> Tensor:
         """The first part of :meth:`inverse`: latents of levels ``k+1..L`` (``k = L - len(zs_coarse)``, 0 ≤ k < L)
@@ -202,11 +203,6 @@ class RealNVP(nn.Module):
         for i in range(k - 1, -1, -1):
             h = self.scale_flows[i].inverse(torch.cat([h, zs_fine[i]], dim=1))
         return self.preprocess.inverse(h).clamp(0.0, 1.0)
-
-    def _check_latents(self, zs: Sequence[Tensor]) -> None:
-        if len(zs) != self.num_levels:
-            raise ValueError(f"expected {self.num_levels} latent levels, got {len(zs)}")
-        self._check_levels(zs, 0)
 
     def _check_levels(self, zs: Sequence[Tensor], first: int) -> None:
         """Checks the shapes of latents of levels ``first+1 .. first+len(zs)``."""
