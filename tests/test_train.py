@@ -79,6 +79,16 @@ def test_resume_refuses_a_different_recipe(tmp_path):
         run(tiny(max_steps=3, lr=5e-4), tmp_path, resume=True)
 
 
+def test_resume_may_switch_on_the_weight_average(tmp_path):
+    run(tiny(max_steps=6), tmp_path, stop_after=4)
+    run(tiny(max_steps=6, ema=0.9), tmp_path, resume=True)
+    state = json.loads((tmp_path / "last.state.json").read_text())
+    assert state["counters"]["step"] == 6 and state["counters"]["train_config"]["ema"] == 0.9
+    # The average began at the resume: two updates since then.
+    tensors = load_file(tmp_path / "last.state.safetensors")
+    assert int(tensors["ema.__updates__"].item()) == 2
+
+
 def test_non_finite_steps_are_skipped_then_stop_the_run(tmp_path, monkeypatch):
     import train.loop as loop
 
