@@ -7,7 +7,13 @@ Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow key
 server rerun that re-decodes every frame in one inverse call).
 Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON. With
 ``--baseline`` it also times a trivial Streamlit app (one slider and one image in a fragment): the floor that
-Streamlit and the browser set on this machine at its current load.
+Streamlit and the browser set on this machine at its current load. ``--fresh`` moves every slider one way, so
+that each weight is new to the app (no cached frames); by default moves alternate between two values.
+
+Where the time goes (``phases_ms``, medians, page clock from the key press): the first websocket message of
+the rerun (the server answered), the last one (the rerun's deltas and "finished"), and the ``load`` event of
+the new picture (fetched and decoded). ``all_s`` is what a person waits for: until the script sees the new
+picture, polled once per animation frame.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+from bench.common import machine_info  # noqa: E402
 from e2e.browser import image_with_caption, settle  # noqa: E402
 from e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from e2e.server import streamlit_server  # noqa: E402
@@ -34,13 +41,36 @@ CHANGED_JS = """([cap, src]) => [...document.querySelectorAll('[data-testid="stI
     return c && i && c.innerText.startsWith(cap) && i.getAttribute('src') !== src; })"""
 
 
+# Page-clock timestamps of key presses, websocket messages and image loads: where a move's time goes.
+PHASES_INIT_JS = """(() => {
+  const log = window.__nvpLatency = {keys: [], msgs: [], loads: []};
+  addEventListener('keydown', () => log.keys.push(performance.now()), true);
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) { super(...args); this.addEventListener('message', () => log.msgs.push(performance.now())); }
+  };
+  // On document, not window: a load event never reaches the window from an element.
+  document.addEventListener('load', e => { if (e.target instanceof HTMLImageElement)
+    log.loads.push([performance.now(), e.target.getAttribute('src')]); }, true);
+})()"""
+
+PHASES_JS = """(src) => { const log = window.__nvpLatency, k = log.keys[log.keys.length - 1];
+  const msgs = log.msgs.filter(t => t >= k), load = log.loads.find(([t, s]) => t >= k && s === src);
+  return [msgs.length ? msgs[0] - k : null, msgs.length ? msgs[msgs.length - 1] - k : null,
+          load ? load[0] - k : null]; }"""
+
+PHASES = ("first_message", "last_message", "picture_loaded")
+
 PLAYER_CHANGED_JS = "([, src]) => document.querySelector('.nvp-player .nvp-frame').getAttribute('src') !== src"
 
 
-def moves(page: object, slider: str, caption: str, n: int, player: bool = False) -> list[float]:
-    """Seconds from each key press on ``slider`` to a new picture: the ``st.image`` captioned ``caption``, or
-    with ``player`` the frame player's picture."""
-    out = []
+def moves(
+    page: object, slider: str, caption: str, n: int, player: bool = False, fresh: bool = False
+) -> tuple[list[float], dict[str, float | None]]:
+    """Seconds from each key press on ``slider`` to a new picture (the ``st.image`` captioned ``caption``, or
+    with ``player`` the frame player's picture), and the median of each of ``PHASES`` in ms. ``fresh``: every
+    press goes left (a value the app has not seen); otherwise they alternate."""
+    out, phases = [], []
     for k in range(n):
         if player:
             img = page.locator(".nvp-player .nvp-frame")  # type: ignore[attr-defined]
@@ -51,15 +81,20 @@ def moves(page: object, slider: str, caption: str, n: int, player: bool = False)
         before = img.get_attribute("src")
         thumb.focus()
         t0 = time.perf_counter()
-        thumb.press("ArrowLeft" if k % 2 == 0 else "ArrowRight")
+        thumb.press("ArrowLeft" if fresh or k % 2 == 0 else "ArrowRight")
         changed = PLAYER_CHANGED_JS if player else CHANGED_JS
         page.wait_for_function(changed, arg=[caption, before], timeout=60_000)  # type: ignore[attr-defined]
         out.append(time.perf_counter() - t0)
         settle(page)  # type: ignore[arg-type]
-    return out
+        phases.append(page.evaluate(PHASES_JS, img.get_attribute("src")))  # type: ignore[attr-defined]
+    medians = {
+        name: round(statistics.median(got), 1) if (got := [p[i] for p in phases if p[i] is not None]) else None
+        for i, name in enumerate(PHASES)
+    }
+    return out, medians
 
 
-def server_compute(models_dir: Path) -> dict[str, float]:
+def server_compute(models_dir: Path) -> dict[str, object]:
     """Median seconds of the work behind one level-weight change (interpolate + one batched decode)."""
     import torch
 
@@ -71,7 +106,9 @@ def server_compute(models_dir: Path) -> dict[str, float]:
     torch.set_num_threads(1)
     ckpt = list_checkpoints(models_dir)[0]
     model, _ = load_model(ckpt)
-    g = load_gallery(gallery_path(ckpt), model.config.in_channels, model.config.image_size)
+    gallery = gallery_path(ckpt)
+    assert gallery is not None, f"{ckpt} has no gallery beside it"
+    g = load_gallery(gallery, model.config.in_channels, model.config.image_size)
     za, zb = compute.encode(model, g.images[:1]), compute.encode(model, g.images[1:2])
     times = []
     for _ in range(8):
@@ -87,14 +124,23 @@ from PIL import Image
 st.title("baseline")
 @st.fragment
 def f():
-    k = st.slider("Frame", 0, 8, 4)
-    img = Image.fromarray(np.full((28, 28), k * 30, np.uint8)).resize((200, 200))
+    k = st.slider("Frame", 0, 100, 50)
+    img = Image.fromarray(np.full((28, 28), k * 2, np.uint8)).resize((200, 200))
     st.image(img, caption=f"frame {k}", output_format="PNG")
 f()
 """
 
 
-def baseline(browser: object, n: int) -> dict[str, object]:
+def summary(ts: list[float], phases: dict[str, float | None]) -> dict[str, object]:
+    return {
+        "median_s": statistics.median(ts),
+        "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))],
+        "all_s": [round(t, 3) for t in ts],
+        "phases_ms": phases,
+    }
+
+
+def baseline(browser: object, n: int, fresh: bool) -> dict[str, object]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,12 +148,13 @@ def baseline(browser: object, n: int) -> dict[str, object]:
         app.write_text(BASELINE_APP)
         with streamlit_server(app=app) as url:
             page = browser.new_page()  # type: ignore[attr-defined]
+            page.add_init_script(PHASES_INIT_JS)
             page.goto(url)
             settle(page)
             moves(page, "Frame", "frame ", 2)
-            ts = moves(page, "Frame", "frame ", n)
+            result = summary(*moves(page, "Frame", "frame ", n, fresh=fresh))
             page.close()
-    return {"median_s": statistics.median(ts), "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))]}
+    return result
 
 
 def main() -> None:
@@ -115,26 +162,31 @@ def main() -> None:
     ap.add_argument("models_dir", nargs="?", default=str(ROOT / "models"))
     ap.add_argument("--moves", type=int, default=10)
     ap.add_argument("--baseline", action="store_true", help="also time a trivial Streamlit app")
+    ap.add_argument("--fresh", action="store_true", help="move each slider one way: every value is new")
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
-    result: dict[str, object] = {"load_average": os.getloadavg(), "server": server_compute(models_dir)}
+    result: dict[str, object] = {
+        "machine": machine_info(),
+        "load_average": os.getloadavg(),
+        "fresh": args.fresh,
+        "server": server_compute(models_dir),
+    }
     env = {"NVP_MODELS_DIR": str(models_dir), "NVP_APP_GALLERY_MAX": "200"}
     with streamlit_server(env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(PHASES_INIT_JS)
         page.goto(f"{url}/interpolate")
         settle(page)
         moves(page, "Frame", "frame ", 2, player=True)  # warm-up
         for name, slider, caption in (("frame", "Frame", "frame "), ("level_weight", "level 1 (finest)", "A → B")):
-            ts = moves(page, slider, caption, args.moves, player=name == "frame")
-            result[name] = {
-                "median_s": statistics.median(ts),
-                "p90_s": sorted(ts)[int(0.9 * (len(ts) - 1))],
-                "all_s": [round(t, 3) for t in ts],
-            }
+            result[name] = summary(
+                *moves(page, slider, caption, args.moves, player=name == "frame", fresh=args.fresh and name != "frame")
+            )
         if args.baseline:
-            result["baseline_trivial_app"] = baseline(browser, args.moves)
+            result["baseline_trivial_app"] = baseline(browser, args.moves, args.fresh)
         browser.close()
+    result["load_average_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
 
 
