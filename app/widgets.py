@@ -244,10 +244,11 @@ def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
 
 def downloads(items: Sequence[tuple[str, Callable[[], bytes], str, str]], key: str) -> None:
     """A row of download buttons: ``(label, make_bytes, file name, mime)``; the bytes are only made when
-    the button is clicked (so sliders do not pay for PNG/GIF/npz encoding)."""
-    cols = st.columns(len(items))
-    for col, (label, make, name, mime) in zip(cols, items, strict=True):
-        col.download_button(label, make, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
+    the button is clicked (so sliders do not pay for PNG/GIF/npz encoding). One horizontal container, not
+    columns: a rerun sends one message per block, and columns cost one per column."""
+    with st.container(horizontal=True):
+        for label, make, name, mime in items:
+            st.download_button(label, make, file_name=name, mime=mime, key=f"{key}:{name}", on_click="ignore")
 
 
 def markdown_file(path: Path) -> None:

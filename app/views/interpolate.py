@@ -36,47 +36,51 @@ def _set_weights(values: list[float]) -> None:
         st.session_state[ctx.k(f"ip_w{lv}")] = v
 
 
-@st.fragment
-def path_view(za: list, zb: list, key: str) -> None:
-    c1, c2 = st.columns([1, 2])
-    with c1:
-        method = st.radio(
-            "Path",
-            ["linear", "spherical"],
-            horizontal=True,
-            key=ctx.s("ip_method"),
-            persist_state="session",
-            help="spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
-        )
-        assert method is not None  # a radio with options and no index=None always has a choice
-        steps = st.slider("Frames", 3, 16, 9, key=ctx.s("ip_steps"), persist_state="session")
-    with c2:
-        st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")
-        presets = {
-            "all levels": [1.0] * L,
-            "coarsest only": [0.0] * (L - 1) + [1.0],
-            "finest only": [1.0] + [0.0] * (L - 1),
-        }
-        pcols = st.columns(len(presets))
-        for col, (name, values) in zip(pcols, presets.items(), strict=True):
-            col.button(
+# The path's settings live outside the fragment below: a weight move then reruns only the weight sliders and
+# the results. Each element of a rerun is a websocket message that the server's event loop sends on its own, so
+# a smaller fragment is a faster answer (bench/README.md, "Interactive latency").
+c1, c2 = st.columns([1, 2])
+with c1:
+    method = st.radio(
+        "Path",
+        ["linear", "spherical"],
+        horizontal=True,
+        key=ctx.s("ip_method"),
+        persist_state="session",
+        help="spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
+    )
+    assert method is not None  # a radio with options and no index=None always has a choice
+    steps = st.slider("Frames", 3, 16, 9, key=ctx.s("ip_steps"), persist_state="session")
+with c2:
+    st.markdown("**Weight of each level** (0 = stay at A, 1 = go to B)")
+    presets = {
+        "all levels": [1.0] * L,
+        "coarsest only": [0.0] * (L - 1) + [1.0],
+        "finest only": [1.0] + [0.0] * (L - 1),
+    }
+    with st.container(horizontal=True):
+        for name, values in presets.items():
+            st.button(
                 name,
                 key=ctx.k(f"ip_preset_{name}"),
                 on_click=_set_weights,
                 args=(values,),
-                width="stretch",
                 help=f"weights {', '.join(f'{v:g}' for v in values)}",
             )
-        wcols = st.columns(L)
-        for lv in range(1, L + 1):
-            # Defaults live in session state (not in the slider call) because the presets also set them.
-            st.session_state.setdefault(ctx.s(f"ip_w{lv}"), 1.0)  # ctx.s first: a link's weight wins
-        weights = [
-            wcols[lv - 1].slider(
-                widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session"
-            )
-            for lv in range(1, L + 1)
-        ]
+
+
+@st.fragment
+def path_view(za: list, zb: list, key: str, method: str, steps: int) -> None:
+    wcols = st.columns(L)
+    for lv in range(1, L + 1):
+        # Defaults live in session state (not in the slider call) because the presets also set them.
+        st.session_state.setdefault(ctx.s(f"ip_w{lv}"), 1.0)  # ctx.s first: a link's weight wins
+    weights = [
+        wcols[lv - 1].slider(
+            widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session"
+        )
+        for lv in range(1, L + 1)
+    ]
 
     def run() -> tuple[list, np.ndarray]:
         zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
@@ -93,4 +97,4 @@ def path_view(za: list, zb: list, key: str) -> None:
     )
 
 
-path_view(za, zb, widgets.digest(pa[0], pb[0]))
+path_view(za, zb, widgets.digest(pa[0], pb[0]), method, steps)
