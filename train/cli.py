@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. models/fashion_mnist.safetensors; same architecture): a warm start, with a fresh "
                    "optimiser, schedule and step count")  # fmt: skip
     g.add_argument("--ema", type=float, help="evaluate, checkpoint and export an exponential moving average of "
-                   "the weights with this decay (e.g. 0.999; 0 = off, the default)")  # fmt: skip
+                   "the weights with this decay (e.g. 0.999; 0 = off, the default); may be switched on at --resume, "
+                   "the average then starts from the resumed weights")  # fmt: skip
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="s,t ResNets in bf16 autocast or float32; "
                    "auto = measured per machine and model, cached (or $NVP_FASTPATH); eval is float32")  # fmt: skip
 

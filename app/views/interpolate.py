@@ -38,7 +38,7 @@ def _set_weights(values: list[float]) -> None:
 
 # The path's settings live outside the fragment below: a weight move then reruns only the weight sliders and
 # the results. Each element of a rerun is a websocket message that the server's event loop sends on its own, so
-# a smaller fragment is a faster answer (bench/README.md, "Interactive latency").
+# a smaller fragment is a faster answer (bench/README.md, "Results per CPU kind").
 c1, c2 = st.columns([1, 2])
 with c1:
     method = st.radio(
