@@ -22,6 +22,8 @@ from app import compute
 _STYLE = """<style>
 .nvp-player {display: flex; gap: 2.5rem; flex-wrap: wrap; align-items: flex-start; font-family: inherit;}
 .nvp-player figure {margin: 0;}
+.nvp-player .nvp-strip {flex-basis: 100%;}
+.nvp-player .nvp-strip img {max-width: 100%; height: auto;}
 .nvp-player img {image-rendering: pixelated; display: block;}
 .nvp-player figcaption {font-size: 0.875rem; opacity: 0.6; margin-top: 0.25rem;}
 .nvp-player label {display: block; font-size: 0.875rem; margin-bottom: 0.25rem;}
@@ -68,10 +70,18 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def player_html(frames: np.ndarray, captions: list[str], width: int = 200, ms: int = 120, start: int = -1) -> str:
+def player_html(
+    frames: np.ndarray,
+    captions: list[str],
+    width: int = 200,
+    ms: int = 120,
+    start: int = -1,
+    strip: tuple[np.ndarray, str, int] | None = None,
+) -> str:
     """The player's HTML for uint8 ``[N, C, H, W]`` frames: a picture of frame ``start`` (default: the middle)
     with a "Frame" slider under it, and beside it the frames looping there and back every ``ms`` milliseconds.
-    Every string in it is made here from numbers and ``captions`` (escaped), so it carries no user input."""
+    ``strip``, ``(mosaic [C, H', W'], caption, css_width)``, puts a picture above them (the frames side by side).
+    Every string in it is made here from numbers and the captions (escaped), so it carries no user input."""
     n = len(frames)
     if n < 2 or len(captions) != n:
         raise ValueError(f"need at least 2 frames and one caption each, got {n} frames, {len(captions)} captions")
@@ -80,8 +90,18 @@ def player_html(frames: np.ndarray, captions: list[str], width: int = 200, ms: i
     uid = "nvp-player-" + hashlib.blake2b("".join(src).encode(), digest_size=6).hexdigest()
     w = max(width, frames.shape[3])
     esc = [html.escape(c) for c in captions]
+    top = ""
+    if strip is not None:
+        mosaic, caption, css_width = strip
+        # Here rather than st.image: inside the player the strip costs no websocket message of its own and no
+        # /media/ request when a weight slider moves (bench/README.md, browser latency).
+        strip_src = data_url(compute.png_bytes(mosaic, compress_level=1))
+        top = f"""<figure class="nvp-strip"><img class="nvp-strip-img" src="{strip_src}"
+ width="{max(css_width, mosaic.shape[2])}" alt="all frames side by side">
+<figcaption class="nvp-strip-caption">{html.escape(caption)}</figcaption></figure>
+"""
     body = f"""<div class="nvp-player" id="{uid}">
-<figure style="width: {w}px"><img class="nvp-frame" src="{src[k]}" width="{w}" alt="decoded frame">
+{top}<figure style="width: {w}px"><img class="nvp-frame" src="{src[k]}" width="{w}" alt="decoded frame">
 <figcaption class="nvp-frame-caption">{esc[k]}</figcaption>
 <label for="{uid}-range">Frame</label>
 <input type="range" id="{uid}-range" min="0" max="{n - 1}" step="1" value="{k}" aria-label="Frame"
@@ -93,6 +113,12 @@ def player_html(frames: np.ndarray, captions: list[str], width: int = 200, ms: i
     return _STYLE + body + script
 
 
-def frame_player(frames: np.ndarray, captions: list[str], width: int = 200, ms: int = 120) -> None:
+def frame_player(
+    frames: np.ndarray,
+    captions: list[str],
+    width: int = 200,
+    ms: int = 120,
+    strip: tuple[np.ndarray, str, int] | None = None,
+) -> None:
     """Shows :func:`player_html` on the page (its script is ours alone, see there)."""
-    st.html(player_html(frames, captions, width, ms), unsafe_allow_javascript=True)
+    st.html(player_html(frames, captions, width, ms, strip=strip), unsafe_allow_javascript=True)

@@ -152,15 +152,19 @@ def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side:
         picture(img, min_side, cap, col)
 
 
-def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int = 0) -> np.ndarray:
-    """Shows ``[N, C, H, W]`` frames as one crisp mosaic (``cell`` px per image; default fits ~900 px) and
-    returns the mosaic (native resolution)."""
+def mosaic(frames: np.ndarray, ncol: int | None = None, cell: int = 0) -> tuple[np.ndarray, int]:
+    """``[N, C, H, W]`` frames as one mosaic at native resolution, and the CSS width to show it at (``cell`` px
+    per image; by default it fits ~900 px)."""
     ncol = max(1, min(ncol or len(frames), len(frames)))
-    mosaic = compute.grid(frames, ncol)
     cell = cell or max(56, min(150, 900 // ncol))
-    width = min(1000, ncol * cell)
-    picture(mosaic, width, caption)
-    return mosaic
+    return compute.grid(frames, ncol), min(1000, ncol * cell)
+
+
+def strip(frames: np.ndarray, caption: str, ncol: int | None = None, cell: int = 0) -> np.ndarray:
+    """Shows ``[N, C, H, W]`` frames as one crisp mosaic (see :func:`mosaic`) and returns the mosaic."""
+    grid, width = mosaic(frames, ncol, cell)
+    picture(grid, width, caption)
+    return grid
 
 
 def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None = None) -> list[int]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import random
 import sys
@@ -135,6 +136,8 @@ class Client:
         kind = el.WhichOneof("type")
         if kind == "imgs":
             run.images += [(img.url, img.caption) for img in el.imgs.imgs]
+        elif kind == "html":
+            run.images += serving.player_strips(el.html.body)
         elif kind == "heading":
             run.headings.append(el.heading.body)
         elif kind == "exception":
@@ -172,8 +175,11 @@ class Client:
         for url, caption in run.images:
             if url in self.fetched:
                 continue
-            full = url if "://" in url else self.url + "/" + url.lstrip("/")
-            data = await asyncio.to_thread(_get, full, self.timeout)
+            if url.startswith("data:"):  # came inside the message: nothing to fetch, but check it all the same
+                data = base64.b64decode(url.split(",", 1)[1])
+            else:
+                full = url if "://" in url else self.url + "/" + url.lstrip("/")
+                data = await asyncio.to_thread(_get, full, self.timeout)
             if not data.startswith((b"\x89PNG\r\n\x1a\n", b"GIF8")):
                 raise ValueError(f"picture {caption[:60]!r} is not a PNG or GIF ({data[:8]!r})")
             self.fetched.add(url)

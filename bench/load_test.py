@@ -31,6 +31,7 @@ from pathlib import Path
 
 from app.launch import ROOT, serve
 from bench.serving import (
+    CAPTION_SELECTOR,
     GALLERY_LABEL,
     SEED_LABEL,
     WEIGHT_LABEL,
@@ -54,8 +55,10 @@ IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
 # animation frames makes each headless page draw 60 frames a second, and with 8 pages on 2 cores that
 # drawing, not the app, was using most of the CPU. Times are therefore rounded up by up to POLL_MS.
 POLL_MS = 20
-CAPTION_JS = """([prefix, text]) => [...document.querySelectorAll('[data-testid="stImageCaption"]')]
-    .some(c => c.innerText.startsWith(prefix) && c.innerText.includes(text))"""
+CAPTION_JS = (
+    f"([prefix, text]) => [...document.querySelectorAll({CAPTION_SELECTOR!r})]"
+    ".some(c => c.innerText.startsWith(prefix) && c.innerText.includes(text))"
+)
 
 
 # ------------------------------------------------------------------------------------------- browser

@@ -122,8 +122,12 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
-    """fp32 and bf16 trained for the same steps on the same batches from the same initialisation; the two
-    alternate step by step (so machine load hits them alike), both channels_last, evaluated in float32."""
+    """fp32 and bf16 trained for the same steps on the same batches from the same initialisation; they
+    alternate step by step (so machine load hits them alike), both channels_last, evaluated in float32.
+
+    With ``--control`` a third run, float32 in NCHW, measures what a mere change of rounding does: the same
+    function summed in another order. Training amplifies any difference (a few hundred steps turn a last-bit
+    change into a different trajectory), so |bf16 - fp32| means little unless set beside |fp32 NCHW - fp32|."""
     cfg = _train_config(args)
     splits = load_dataset(cfg.dataset)
     flow_cfg = cfg.flow_config(splits.channels, splits.image_size)
@@ -132,6 +136,8 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
         _make_run("fp32", cfg, flow_cfg, True, None, args.seed),
         _make_run("bf16", cfg, flow_cfg, True, torch.bfloat16, args.seed),
     ]
+    if args.control:
+        runs.append(_make_run("fp32-nchw", cfg, flow_cfg, False, None, args.seed))
     loads = [load_now()]
     for i in range(args.equal_steps):
         for r in runs:
@@ -143,7 +149,11 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
             print(f"  step {i + 1}/{args.equal_steps}, load {loads[-1]}", flush=True)
     for r in runs:
         _evaluate(r, test)  # eval in float32 (train.evaluate.eval_float32), as the trainer does
-    a, b = (r.curve[-1]["test_bpd"] for r in runs)
+    a, b = (r.curve[-1]["test_bpd"] for r in runs[:2])
+    control: dict[str, Any] = {}
+    if args.control:
+        c = runs[2].curve[-1]["test_bpd"]
+        control = {"fp32_nchw_test_bpd": c, "control_abs_diff": round(abs(c - a), 4)}
     return {
         "preset": args.preset,
         "dataset": cfg.dataset,
@@ -156,6 +166,7 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
         "abs_diff": round(abs(a - b), 4),
         "tolerance": args.tolerance,
         "within_tolerance": abs(a - b) <= args.tolerance,
+        **control,
         "train_s": {r.name: round(r.train_s, 1) for r in runs},
         "load_during": [min(loads), max(loads)],
     }
@@ -170,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every-minutes", type=float, default=1.0)
     p.add_argument("--eval-images", type=int, default=1000)
     p.add_argument("--equal-steps", type=int, default=0, help="instead: bf16 vs fp32 after this many steps")
+    p.add_argument("--control", action="store_true", help="with --equal-steps: add a float32 NCHW run")
     p.add_argument("--tolerance", type=float, default=0.01, help="largest |bf16 - fp32| test bits/dim accepted")
     p.add_argument("--num-blocks", type=int, default=0, help="override the preset's residual blocks (0: keep)")
     p.add_argument("--mid-channels", type=int, default=0, help="override the preset's features (0: keep)")
@@ -185,7 +197,10 @@ def main(argv: list[str] | None = None) -> int:
         res = equal_steps(args)
         print(
             table(
-                [res], ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_tolerance", "train_s"]
+                [res],
+                ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_tolerance"]
+                + (["fp32_nchw_test_bpd", "control_abs_diff"] if args.control else [])
+                + ["train_s"],
             )
         )
         path = write_results("quality-bf16-equal-steps", {"machine": info, "args": vars(args), **res})

@@ -5,7 +5,9 @@ for and which picture caption shows that the server answered it."""
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from pathlib import Path
 
 from app.launch import ROOT
@@ -16,6 +18,20 @@ PAGE_TITLES = {"encode": "Encode", "interpolate": "Interpolate", "sample": "Samp
 GALLERY_LABEL = "Gallery image"
 WEIGHT_LABEL = "level 1 (finest)"
 SEED_LABEL = "Seed"
+
+# A picture with a caption is an ``st.image`` or the strip above the frame player (app/player.py, which sends
+# it inside its own HTML as a ``data:`` address). The browser-side selectors for the captions of both:
+CAPTION_SELECTOR = '[data-testid="stImageCaption"], .nvp-strip-caption'
+_STRIP = re.compile(
+    r'<img class="nvp-strip-img" src="(data:image/png;base64,[A-Za-z0-9+/=]+)".*?'
+    r'<figcaption class="nvp-strip-caption">(.*?)</figcaption>',
+    re.S,
+)
+
+
+def player_strips(body: str) -> list[tuple[str, str]]:
+    """``(data: address, caption)`` of each frame-player strip in an HTML element's body."""
+    return [(src, html.unescape(cap)) for src, cap in _STRIP.findall(body)]
 
 
 # ------------------------------------------------------------------------------------------- /proc

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.serving import player_strips
 from nvp_core import FlowConfig, RealNVP, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,11 +87,15 @@ def by_label(widgets: object, text: str) -> object:
 
 
 def image_urls(at: object) -> dict[str, list[str]]:
-    """Caption → media URLs of every ``st.image`` (URLs change when the pixels do)."""
+    """Caption → addresses of every picture on the page: the media URL of each ``st.image`` and the ``data:``
+    address of each frame player's strip (app/player.py). Both change when the pixels do."""
     out: dict[str, list[str]] = {}
     for im in at.image:  # type: ignore[attr-defined]
         for url, cap in zip(im.value, im.captions, strict=True):
             out.setdefault(cap, []).append(url)
+    for h in at.html:  # type: ignore[attr-defined]
+        for src, cap in player_strips(h.value):
+            out.setdefault(cap, []).append(src)
     return out
 
 

@@ -346,6 +346,10 @@ def test_interpolation_frames_stay_the_decoded_path_as_single_levels_move(
         weights[level - 1] = w
         expected = compute.decode(model, interpolate(za, zb, 9, level_weights=weights))
         assert np.array_equal(player_frames(at), expected), (level, w)
+    # The strip above the player is the same frames side by side, pixel for pixel.
+    (src,) = next(us for c, us in image_urls(at).items() if c.startswith("A → B"))
+    strip = np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+    assert np.array_equal(strip.transpose(2, 0, 1), compute.grid(expected, 9))
 
 
 def test_samples_stay_the_decoded_draws_as_single_temperatures_move(

@@ -57,3 +57,16 @@ def test_bad_input_is_refused() -> None:
         player_html(_frames(1), ["only"])
     with pytest.raises(ValueError, match="one caption each"):
         player_html(_frames(3), ["a", "b"])
+
+
+def test_the_strip_above_the_player_is_the_mosaic_png_with_an_escaped_caption() -> None:
+    frames = _frames(4, 3)
+    mosaic = compute.grid(frames, 4)
+    html = player_html(frames, list("abcd"), strip=(mosaic, "A → B <i>", 400))
+    m = re.search(r'class="nvp-strip-img" src="data:image/png;base64,([A-Za-z0-9+/=]+)"\s+width="(\d+)"', html)
+    assert m, "no strip picture"
+    assert base64.b64decode(m.group(1)) == compute.png_bytes(mosaic, compress_level=1)
+    assert m.group(2) == "400"
+    assert '<figcaption class="nvp-strip-caption">A → B &lt;i&gt;</figcaption>' in html
+    # It comes before the frame and is not one of the frames the script browses.
+    assert html.index("nvp-strip-img") < html.index('class="nvp-frame"') and len(_script_sources(html)) == 4

@@ -71,16 +71,14 @@ with c2:
 
 @st.fragment
 def path_view(za: list, zb: list, key: str, method: str, steps: int) -> None:
-    wcols = st.columns(L)
     for lv in range(1, L + 1):
         # Defaults live in session state (not in the slider call) because the presets also set them.
         st.session_state.setdefault(ctx.s(f"ip_w{lv}"), 1.0)  # ctx.s first: a link's weight wins
-    weights = [
-        wcols[lv - 1].slider(
-            widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session"
-        )
-        for lv in range(1, L + 1)
-    ]
+    with st.container(horizontal=True, gap="medium"):  # one message, where columns cost one per column
+        weights = [
+            st.slider(widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session")
+            for lv in range(1, L + 1)
+        ]
 
     def run() -> tuple[list, np.ndarray]:
         zpath = interpolate(za, zb, steps, method=method, level_weights=weights)
@@ -89,9 +87,14 @@ def path_view(za: list, zb: list, key: str, method: str, steps: int) -> None:
 
     zpath, frames = widgets.memo(ctx, "interp", (key, method, steps, tuple(weights)), run)
     label = ", ".join(f"{w:g}" for w in weights)
-    mosaic = widgets.strip(frames, f"A → B in {steps} frames ({method}; level weights {label})")
-    # The frames are browsed and animated in the browser: no server round trip per frame (app/player.py).
-    player.frame_player(frames, [f"frame {f}: t = {f / (steps - 1):.2f}" for f in range(steps)])
+    mosaic, width = widgets.mosaic(frames)
+    # The strip, and the frames browsed and animated in the browser, are one element: a weight move sends one
+    # message for all three pictures, and browsing frames needs no server round trip at all (app/player.py).
+    player.frame_player(
+        frames,
+        [f"frame {f}: t = {f / (steps - 1):.2f}" for f in range(steps)],
+        strip=(mosaic, f"A → B in {steps} frames ({method}; level weights {label})", width),
+    )
     widgets.result_downloads(
         ctx, "interpolation", mosaic, zpath, label="Strip", gif=frames, npz_name="path", weights=np.array(weights)
     )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page
 
+from bench.serving import CAPTION_SELECTOR
+
 IDLE_JS = """() => !!document.querySelector('[data-testid="stMain"] h1')
     && !document.querySelector('[data-testid="stStatusWidget"]')
     && !document.querySelector('[data-testid="stSkeleton"]')
@@ -25,11 +27,20 @@ def exceptions(page: Page) -> list[str]:
     return page.locator('[data-testid="stException"]').all_inner_texts()
 
 
+# A captioned picture: an st.image, or the strip inside the frame player (app/player.py).
+PICTURES = '[data-testid="stImage"], figure.nvp-strip'
+
+# True once a picture whose caption starts with ``cap`` shows another address than ``src``.
+PICTURE_CHANGED_JS = f"""([cap, src]) => [...document.querySelectorAll({PICTURES!r})].some(b => {{
+    const c = b.querySelector({CAPTION_SELECTOR!r}); const i = b.querySelector('img');
+    return c && i && c.innerText.startsWith(cap) && i.getAttribute('src') !== src; }})"""
+
+
 def image_with_caption(page: Page, prefix: str) -> Locator:
-    """The ``<img>`` of the first ``st.image`` whose caption starts with ``prefix``."""
-    box = page.locator('[data-testid="stImage"]').filter(
+    """The ``<img>`` of the first picture (see ``PICTURES``) whose caption starts with ``prefix``."""
+    box = page.locator(PICTURES).filter(
         # Anchored: Playwright's plain has_text is a trimmed, case-insensitive substring match.
-        has=page.locator('[data-testid="stImageCaption"]', has_text=re.compile("^" + re.escape(prefix)))
+        has=page.locator(CAPTION_SELECTOR, has_text=re.compile("^" + re.escape(prefix)))
     )
     return box.first.locator("img")
 

@@ -32,14 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bench.common import machine_info  # noqa: E402
-from e2e.browser import image_with_caption, settle  # noqa: E402
+from e2e.browser import PICTURE_CHANGED_JS, image_with_caption, settle  # noqa: E402
 from e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from e2e.server import streamlit_server  # noqa: E402
-
-CHANGED_JS = """([cap, src]) => [...document.querySelectorAll('[data-testid="stImage"]')].some(b => {
-    const c = b.querySelector('[data-testid="stImageCaption"]'); const i = b.querySelector('img');
-    return c && i && c.innerText.startsWith(cap) && i.getAttribute('src') !== src; })"""
-
 
 # Page-clock timestamps of key presses, websocket messages and image loads: where a move's time goes.
 PHASES_INIT_JS = """(() => {
@@ -82,7 +77,7 @@ def moves(
         thumb.focus()
         t0 = time.perf_counter()
         thumb.press("ArrowLeft" if fresh or k % 2 == 0 else "ArrowRight")
-        changed = PLAYER_CHANGED_JS if player else CHANGED_JS
+        changed = PLAYER_CHANGED_JS if player else PICTURE_CHANGED_JS
         page.wait_for_function(changed, arg=[caption, before], timeout=60_000)  # type: ignore[attr-defined]
         out.append(time.perf_counter() - t0)
         settle(page)  # type: ignore[arg-type]
