@@ -4,6 +4,7 @@ and the bf16-vs-float32 check at equal steps.
     python -m bench.quality --minutes 5                  # fashion-mnist preset, 5 training minutes per variant
     python -m bench.quality --equal-steps 200 --dataset digits --preset digits   # bf16 vs fp32, same steps
     python -m bench.quality --equal-steps 150 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64
+    python -m bench.quality --summarize bench/results/quality-bf16-equal-steps-2026120*.json   # seeds side by side
 
 The variants train in alternating time slices (``--slice-seconds``), so a busy machine slows them alike;
 evaluation time is not counted as training time. Results: ``bench/results/quality-<UTC time>.json``.
@@ -12,8 +13,12 @@ evaluation time is not counted as training time. Results: ``bench/results/qualit
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -172,6 +177,40 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def summarize(paths: list[Path]) -> str:
+    """Equal-steps results of several seeds side by side, with the mean and its standard error of the signed
+    differences (bf16 - float32, and float32 NCHW - float32 where a run had ``--control``). One run's difference
+    is mostly where chaos put its trajectory; the mean over seeds is what the precision itself does."""
+    runs: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for path in sorted(paths):  # file names carry the UTC time: a later run of the same seed replaces an earlier
+        res = json.loads(path.read_text())
+        a, b, c = res["fp32_test_bpd"], res["bf16_test_bpd"], res.get("fp32_nchw_test_bpd")
+        key = (res["args"]["seed"], res["steps"], json.dumps(res["config"], sort_keys=True), res["batch"])
+        runs[key] = {
+            "file": path.name,
+            "seed": res["args"]["seed"],
+            "steps": res["steps"],
+            "fp32": a,
+            "bf16": b,
+            "bf16-fp32": round(b - a, 4),
+            "fp32_nchw": c,
+            "nchw-fp32": None if c is None else round(c - a, 4),
+        }
+    rows = sorted(runs.values(), key=lambda r: (r["steps"], r["seed"]))
+    shown = [{k: f"{v:+.4f}" if "-" in k and v is not None else v for k, v in r.items()} for r in rows]
+    shown = [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in r.items()} for r in shown]
+    out = [table(shown, list(shown[0]))]
+    for col in ("bf16-fp32", "nchw-fp32"):
+        d = [r[col] for r in rows if r[col] is not None]
+        if len(d) >= 2:
+            se = statistics.stdev(d) / math.sqrt(len(d))
+            out.append(
+                f"{col}: mean {statistics.mean(d):+.4f} ± {se:.4f} (standard error, {len(d)} seeds); "
+                f"mean |difference| {statistics.mean(abs(x) for x in d):.4f}"
+            )
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="fashion-mnist")
@@ -189,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=0, help="override the preset's batch (0: keep)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summarize", type=Path, nargs="+", help="instead: print these equal-steps results side by side")
     args = p.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     info = machine_info()
@@ -197,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         res = equal_steps(args)
         print(
             table(
-                [res],
+                [{k: f"{v:.4f}" if isinstance(v, float) else v for k, v in res.items()}],
                 ["dataset", "steps", "fp32_test_bpd", "bf16_test_bpd", "abs_diff", "within_tolerance"]
                 + (["fp32_nchw_test_bpd", "control_abs_diff"] if args.control else [])
                 + ["train_s"],
