@@ -13,7 +13,12 @@ that each weight is new to the app (no cached frames); by default moves alternat
 Where the time goes (``phases_ms``, medians, page clock from the key press): the first websocket message of
 the rerun (the server answered), the last one (the rerun's deltas and "finished"), and the ``load`` event of
 the new picture (fetched and decoded). ``all_s`` is what a person waits for: until the script sees the new
-picture, polled once per animation frame.
+picture, polled once per animation frame. ``browser``: the browser's main-thread work per move (Chromium's
+own counters over moves that nothing of ours polls) and the websocket messages per move.
+
+``--page-cost ROUNDS`` measures instead what a page's size costs a fragment rerun: the trivial app alone, with
+12 rows of widgets (in columns or in a horizontal container) or of text outside its fragment, or with 10 more
+elements inside it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
@@ -89,6 +95,36 @@ def moves(
     return out, medians
 
 
+def quiet_moves(page: object, slider: str, n: int, fresh: bool = False) -> dict[str, float]:
+    """The browser's main-thread work per move, measured apart from the timed moves (whose polling for the
+    new picture is itself page work): ``n`` presses, each followed by 500 ms without any page script of ours,
+    with Chromium's own counters (``Performance.getMetrics``: all tasks, the part that ran JavaScript) and the
+    websocket messages that arrived. Medians per move, in ms and messages."""
+    cdp = page.context.new_cdp_session(page)  # type: ignore[attr-defined]
+    cdp.send("Performance.enable")
+
+    def counters() -> dict[str, float]:
+        got = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+        count = page.evaluate("() => window.__nvpLatency.msgs.length")  # type: ignore[attr-defined]
+        return {"task": got["TaskDuration"], "script": got["ScriptDuration"], "messages": count}
+
+    per: list[dict[str, float]] = []
+    for k in range(n):
+        thumb = page.locator(f'input[type="range"][aria-label="{slider}"]').first  # type: ignore[attr-defined]
+        thumb.focus()
+        before = counters()
+        thumb.press("ArrowLeft" if fresh or k % 2 == 0 else "ArrowRight")
+        page.wait_for_timeout(500)  # type: ignore[attr-defined]
+        after = counters()
+        per.append({key: after[key] - before[key] for key in before})
+    cdp.detach()
+    return {
+        "main_thread_ms": round(1000 * statistics.median(p["task"] for p in per), 1),
+        "javascript_ms": round(1000 * statistics.median(p["script"] for p in per), 1),
+        "messages": statistics.median(p["messages"] for p in per),
+    }
+
+
 def server_compute(models_dir: Path) -> dict[str, object]:
     """Median seconds of the work behind one level-weight change (interpolate + one batched decode)."""
     import torch
@@ -126,6 +162,35 @@ f()
 """
 
 
+# What a page's size costs a fragment rerun (``--page-cost``): the trivial app with 12 rows of widgets, layout
+# blocks or text outside its fragment, or 10 more elements inside it.
+PAGE_COST_ROWS = {
+    "trivial": "",
+    "12 rows: columns(2) of selectbox + number_input": """for i in range(12):
+    c1, c2 = st.columns(2)
+    c1.selectbox(f"sel {i}", ["a", "b"], key=f"s{i}")
+    c2.number_input(f"num {i}", 0, 10, 1, key=f"n{i}")""",
+    "12 rows: horizontal container of selectbox + number_input": """for i in range(12):
+    with st.container(horizontal=True):
+        st.selectbox(f"sel {i}", ["a", "b"], key=f"s{i}")
+        st.number_input(f"num {i}", 0, 10, 1, key=f"n{i}")""",
+    "12 rows: two markdown texts": """for i in range(12):
+    st.markdown(f"text {i}")
+    st.markdown(f"more text {i}")""",
+    "10 captions inside the fragment": "EXTRA = 10",
+}
+
+
+def page_cost_app(rows: str) -> str:
+    """The baseline app with ``rows`` before its fragment (or ``EXTRA = n`` captions inside it)."""
+    extra = int(rows.split("=")[1]) if rows.startswith("EXTRA") else 0
+    head = "" if extra else rows
+    inner = f"    for j in range({extra}):\n        st.caption(f'extra {{j}} {{k}}')\n" if extra else ""
+    return BASELINE_APP.replace("@st.fragment", head + "\n@st.fragment").replace(
+        "    img = Image", inner + "    img = Image"
+    )
+
+
 def summary(ts: list[float], phases: dict[str, float | None]) -> dict[str, object]:
     return {
         "median_s": statistics.median(ts),
@@ -135,21 +200,36 @@ def summary(ts: list[float], phases: dict[str, float | None]) -> dict[str, objec
     }
 
 
-def baseline(browser: object, n: int, fresh: bool) -> dict[str, object]:
+def baseline(browser: object, n: int, fresh: bool, source: str = BASELINE_APP) -> dict[str, object]:
+    """The trivial app's (or ``source``'s) slider: timed moves, then the main thread's work per move."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         app = Path(tmp) / "baseline.py"
-        app.write_text(BASELINE_APP)
+        app.write_text(source)
         with streamlit_server(app=app) as url:
-            page = browser.new_page()  # type: ignore[attr-defined]
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})  # type: ignore[attr-defined]
             page.add_init_script(PHASES_INIT_JS)
             page.goto(url)
             settle(page)
             moves(page, "Frame", "frame ", 2)
             result = summary(*moves(page, "Frame", "frame ", n, fresh=fresh))
+            result["browser"] = quiet_moves(page, "Frame", n, fresh)
             page.close()
     return result
+
+
+def page_cost(browser: object, n: int, rounds: int) -> dict[str, list[dict[str, object]]]:
+    """Each ``PAGE_COST_ROWS`` app in turn, ``rounds`` times (so that load drifts hit them alike)."""
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in PAGE_COST_ROWS}
+    for r in range(rounds):
+        for name, rows in PAGE_COST_ROWS.items():
+            res = baseline(browser, n, False, page_cost_app(rows))
+            out[name].append(res)
+            b, t = cast(dict[str, float], res["browser"]), cast(float, res["median_s"])
+            print(f"round {r + 1}: {name:58s} {1000 * t:6.1f} ms, main thread {b['main_thread_ms']} "
+                  f"ms, JS {b['javascript_ms']} ms, {b['messages']} messages", file=sys.stderr, flush=True)  # fmt: skip
+    return out
 
 
 def main() -> None:
@@ -158,14 +238,19 @@ def main() -> None:
     ap.add_argument("--moves", type=int, default=10)
     ap.add_argument("--baseline", action="store_true", help="also time a trivial Streamlit app")
     ap.add_argument("--fresh", action="store_true", help="move each slider one way: every value is new")
+    ap.add_argument("--page-cost", type=int, default=0, metavar="ROUNDS", help="instead: what page size costs")
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
-    result: dict[str, object] = {
-        "machine": machine_info(),
-        "load_average": os.getloadavg(),
-        "fresh": args.fresh,
-        "server": server_compute(models_dir),
-    }
+    result: dict[str, object] = {"machine": machine_info(), "load_average": os.getloadavg(), "fresh": args.fresh}
+    if args.page_cost:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            result["page_cost"] = page_cost(browser, args.moves, args.page_cost)
+            browser.close()
+        result["load_average_end"] = os.getloadavg()
+        print(json.dumps(result, indent=1))
+        return
+    result["server"] = server_compute(models_dir)
     env = {"NVP_MODELS_DIR": str(models_dir), "NVP_APP_GALLERY_MAX": "200"}
     with streamlit_server(env) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -178,6 +263,9 @@ def main() -> None:
             result[name] = summary(
                 *moves(page, slider, caption, args.moves, player=name == "frame", fresh=args.fresh and name != "frame")
             )
+        # The frame players of later reruns start paused, so that their animation is not counted as move work.
+        page.emulate_media(reduced_motion="reduce")
+        result["level_weight"]["browser"] = quiet_moves(page, "level 1 (finest)", args.moves, args.fresh)  # type: ignore[index]
         if args.baseline:
             result["baseline_trivial_app"] = baseline(browser, args.moves, args.fresh)
         browser.close()
