@@ -141,6 +141,27 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1) -> d
     return {"rows": rows, "fast_path": choice.to_dict(), "load_during": [min(loads), max(loads)]}
 
 
+def profile_ours(batch: int, steps: int) -> str:
+    """Where our training step's time goes: ``torch.profiler`` self CPU time per op over ``steps`` steps (after
+    one warm-up), the 12 largest, and the share of all convolution work."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ours = Ours(batch)
+    ours.step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            ours.step()
+    ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in ops)
+    rows = [
+        {"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1e3 / steps, 1),
+         "share": f"{100 * e.self_cpu_time_total / total:.1f} %", "calls_per_step": e.count // steps}
+        for e in ops[:12]
+    ]  # fmt: skip
+    conv = sum(e.self_cpu_time_total for e in ops if "convolution" in e.key)
+    return table(rows, list(rows[0])) + f"\nconvolutions (forward and backward): {100 * conv / total:.1f} % of the step"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reference", description=__doc__.split("\n\n")[0])
     p.add_argument("reference", type=Path, help="a checkout of https://github.com/chrischute/real-nvp")
@@ -148,7 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per implementation (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-conv", action="store_true", help="skip the convolution reference")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="instead: profile our step by op")
     args = p.parse_args(argv)
+    if args.profile:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        print(profile_ours(args.batch, args.profile))
+        return 0
     if not (args.reference / "models" / "real_nvp").is_dir():
         p.error(f"{args.reference} is not a checkout of chrischute/real-nvp (no models/real_nvp)")
     if args.threads:
