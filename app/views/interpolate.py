@@ -37,8 +37,8 @@ def _set_weights(values: list[float]) -> None:
 
 
 # The path's settings live outside the fragment below: a weight move then reruns only the weight sliders and
-# the results. Each element of a rerun is a websocket message that the server's event loop sends on its own, so
-# a smaller fragment is a faster answer (bench/README.md, "Results per CPU kind").
+# the results. Each element of a rerun is a message for which the browser renders the page again (~0.6 ms each,
+# and ~0.35 ms per widget anywhere on the page), so a smaller fragment is a faster answer (bench/README.md).
 c1, c2 = st.columns([1, 2])
 with c1:
     method = st.radio(
@@ -74,7 +74,7 @@ def path_view(za: list, zb: list, key: str, method: str, steps: int) -> None:
     for lv in range(1, L + 1):
         # Defaults live in session state (not in the slider call) because the presets also set them.
         st.session_state.setdefault(ctx.s(f"ip_w{lv}"), 1.0)  # ctx.s first: a link's weight wins
-    with st.container(horizontal=True, gap="medium"):  # one message, where columns cost one per column
+    with st.container(horizontal=True, gap="medium"):  # one block where columns are L + 1
         weights = [
             st.slider(widgets.level_name(ctx, lv), 0.0, 1.0, step=0.05, key=ctx.s(f"ip_w{lv}"), persist_state="session")
             for lv in range(1, L + 1)
@@ -88,8 +88,9 @@ def path_view(za: list, zb: list, key: str, method: str, steps: int) -> None:
     zpath, frames = widgets.memo(ctx, "interp", (key, method, steps, tuple(weights)), run)
     label = ", ".join(f"{w:g}" for w in weights)
     mosaic, width = widgets.mosaic(frames)
-    # The strip, and the frames browsed and animated in the browser, are one element: a weight move sends one
-    # message for all three pictures, and browsing frames needs no server round trip at all (app/player.py).
+    # The strip, and the frames browsed and animated in the browser, are one element whose pictures come inside
+    # it (no /media/ request); browsing frames needs no server round trip at all (app/player.py). Measured against
+    # the strip as its own st.image: no faster per weight move (bench/README.md, history row 12).
     player.frame_player(
         frames,
         [f"frame {f}: t = {f / (steps - 1):.2f}" for f in range(steps)],
