@@ -68,9 +68,9 @@ PLAYER_CHANGED_JS = "([, src]) => document.querySelector('.nvp-player .nvp-frame
 def moves(
     page: object, slider: str, caption: str, n: int, player: bool = False, fresh: bool = False
 ) -> tuple[list[float], dict[str, float | None]]:
-    """Seconds from each key press on ``slider`` to a new picture (the ``st.image`` captioned ``caption``, or
-    with ``player`` the frame player's picture), and the median of each of ``PHASES`` in ms. ``fresh``: every
-    press goes left (a value the app has not seen); otherwise they alternate."""
+    """Seconds from each key press on ``slider`` to a new picture (the one captioned ``caption``: an ``st.image``
+    or the frame player's strip; with ``player`` the frame player's picture), and the median of each of
+    ``PHASES`` in ms. ``fresh``: every press goes left (a value the app has not seen); otherwise they alternate."""
     out, phases = [], []
     for k in range(n):
         if player:
