@@ -21,8 +21,9 @@ BF16, AMX), the torch build, the thread count and the model's shapes, so no rule
 
 Whatever the choice, the coupling arithmetic, the log-determinant and every number shown to a user stay
 float32 (bf16 touches only the s,t ResNets, and evaluation switches it off). The weight-norm cache
-(inference) is always on; see :class:`nvp_core.resnet.WNConv2d`. ``torch.compile`` stays opt-in
-(:func:`compile_nets`; compiling takes minutes on a small CPU).
+(inference) is always on; see :class:`nvp_core.resnet.WNConv2d`. ``torch.compile`` (:func:`compile_nets`)
+takes a minute or more on a small CPU: the app never compiles, the trainer compiles runs long enough to earn
+it back (``--compile auto``, see :mod:`train.compiling`).
 """
 
 from __future__ import annotations
@@ -476,7 +477,43 @@ def compile_nets(model: RealNVP, **compile_kwargs: Any) -> RealNVP:
     """``torch.compile`` every s,t ResNet in place (``nn.Module.compile``): the state dict keys stay the same
     (no ``_orig_mod.`` prefix), so checkpoints are unaffected. Compilation happens lazily on the first call of
     each shape; ``compile_kwargs`` go to :func:`torch.compile` (e.g. ``mode="max-autotune-no-cudagraphs"``)."""
+    nets = [m for m in model.modules() if isinstance(m, ResNet)]
+    # The nets share one forward: each input shape, grad mode and dtype is one more entry in dynamo's cache of
+    # that code, and past its limit (8 by default) every further shape would silently run eager.
+    limit = max(torch._dynamo.config.recompile_limit, 4 * len(nets))
+    torch._dynamo.config.recompile_limit = limit
+    for m in nets:
+        m.compile(**compile_kwargs)
+    return model
+
+
+def uncompile_nets(model: RealNVP) -> RealNVP:
+    """Undoes :func:`compile_nets` in place: the s,t ResNets run eagerly again."""
     for m in model.modules():
         if isinstance(m, ResNet):
-            m.compile(**compile_kwargs)
+            m._compiled_call_impl = None  # what nn.Module.compile set; torch has no public inverse
     return model
+
+
+def is_compiled(model: RealNVP) -> bool:
+    """Whether :func:`compile_nets` is in effect on ``model``."""
+    return any(isinstance(m, ResNet) and m._compiled_call_impl is not None for m in model.modules())
+
+
+_COMPILER_CHECKED: dict[str, str | None] = {}
+
+
+def compiler_problem(device: torch.device | str = "cpu") -> str | None:
+    """Why ``torch.compile`` cannot run on ``device`` here (``None``: it can), found by compiling a tiny
+    convolution network forward and backward once per process: inductor needs a C++ compiler for CPU code
+    and Triton for CUDA, which a machine may lack. Takes a few seconds the first time."""
+    key = torch.device(device).type
+    if key not in _COMPILER_CHECKED:
+        try:
+            net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU()).to(key)
+            x = torch.randn(2, 2, 6, 6, device=key, requires_grad=True)
+            torch.compile(net)(x).sum().backward()
+            _COMPILER_CHECKED[key] = None
+        except Exception as e:  # any failure means "not here": the message says which
+            _COMPILER_CHECKED[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return _COMPILER_CHECKED[key]

@@ -69,9 +69,9 @@ def warm_start(model: RealNVP, path: str) -> None:
 
 
 # Budgets may change on --resume (to extend a run), and so may --ema: switched on at a resume, the average
-# starts from the resumed weights (what a warm restart late in a run wants averaged); everything else must
-# match the saved run.
-_RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "eval_limit", "log_every", "ema"}
+# starts from the resumed weights (what a warm restart late in a run wants averaged); and --compile (the same
+# function, the state says whether the run compiled). Everything else must match the saved run.
+_RESUMABLE_CHANGES = {"epochs", "max_steps", "max_minutes", "eval_limit", "log_every", "ema", "compile"}
 
 
 def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:

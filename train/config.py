@@ -68,6 +68,7 @@ class TrainConfig:
     log_every: int = 50
     seed: int = 0
     precision: str = "auto"
+    compile: str = "auto"  # torch.compile of the s,t ResNets: auto (long runs), on, off (train.compiling)
     half_checkpoint: bool = False
     # Not in the paper, both off by default: start from a saved model's weights (a warm start: optimiser,
     # schedule and step begin afresh), and evaluate/export an exponential moving average of the weights.
@@ -96,6 +97,7 @@ class TrainConfig:
         need(
             self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision}"
         )
+        need(self.compile in ("auto", "on", "off"), f"--compile must be auto, on or off, got {self.compile}")
         need(self.eval_limit >= 0 and self.bn_recalibration_batches >= 0, "counts must be >= 0")
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
         need(len(self.sample_temperatures) >= 1, "need at least one sample temperature")

@@ -8,6 +8,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
 from nvp_core.fileio import remove_stale_temps
 
 from .checkpointing import checkpoint_metadata, read_resume_state, save_checkpoint, warm_start
+from .compiling import Compiler, eager
 from .config import TrainConfig
 from .data import Splits, load_dataset
 from .distributed import DistInfo, backend_for, init_distributed, local_main_first, resolve_device, shutdown
@@ -280,6 +282,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     run = replace(
         run, train_config=cfg.to_dict(), world_size=di.world, noise_device=noise_device.type, fast_path=fast.name
     )
+    resumed_compiled, run.compiled = run.compiled, False
     ema = WeightAverage(model, cfg.ema) if cfg.ema else None
     if ema is not None and run.ema:
         ema.load_state_dict(run.ema)
@@ -287,6 +290,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     job = Job(cfg, opts, di, device, splits, test_images, noise_gen, metrics, ema)
     if di.is_main:
         _start_folder(job, model, fast)
+    compiler = Compiler(cfg.compile, model, device, metrics)
+    compiler.start(resumed_compiled)
+    run.compiled = compiler.compiled
 
     # --- the loop: one batch per pass, a curve point at each epoch end --------------------------------
     clock = RunClock(run.elapsed_s)
@@ -302,6 +308,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     guard, tally = (BufferGuard(model), StepTally(device)) if deferred else (None, None)
     bad_in_row = 0  # consecutive skipped steps, when the host checks each step
     order = _epoch_order(sampler, run.epoch, train_images.device)
+    first_step = run.step
     while True:
         if run.batch_in_epoch == steps_per_epoch:  # an epoch ended: its curve point, then the next epoch
             run.epoch, run.batch_in_epoch = run.epoch + 1, 0
@@ -320,7 +327,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
         run.batch_in_epoch += 1  # a skipped step draws its batch too
         epoch_end = run.batch_in_epoch == steps_per_epoch
         if guard is not None and tally is not None:  # no host sync: the device decides whether to skip
-            tally.add(*step_on_device(net, model, x, optimizer, guard, params, cfg.grad_clip))
+            tally.add(*compiler.step(partial(step_on_device, net, model, x, optimizer, guard, params, cfg.grad_clip)))
             run.step += 1
             if ema is not None:  # a skipped step left the weights as they were: averaging them again is harmless
                 ema.update(model)
@@ -328,7 +335,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             if run.step % cfg.log_every == 0 or epoch_end:
                 window.read_tally(tally, job.metrics, run.step)
         else:
-            result = step_on_host(net, model, x, optimizer, params, cfg.grad_clip)
+            result = compiler.step(partial(step_on_host, net, model, x, optimizer, params, cfg.grad_clip))
             if not result.taken:  # not a step: no logging, no budget; the batch is spent
                 bad_in_row += 1
                 job.metrics.note(
@@ -347,6 +354,8 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             bpd = (window.smooth_loss or 0.0) + 8
             bar.set_postfix(bpd=f"{bpd:.3f}", img_s=f"{window.images_per_s():.1f}", lr=f"{lr:.2e}")
         bar.update(1)
+        compiler.after_step(first_step, run.step, now, total_steps, max_seconds)
+        run.compiled = compiler.compiled
 
         if (total_steps and run.step >= total_steps) or (max_seconds and now >= max_seconds):
             break
@@ -480,7 +489,8 @@ def evaluate_and_save(
     wall_time = clock()
     extra: dict[str, Any] = {"epoch": job.epochs(run.step), "step": run.step, "train_time_s": wall_time}
     extra["hardware"] = hardware_description(job.device, di.world)
-    with evaluation_weights(model, job.ema, job.splits.train, cfg.seed) as evaluated:
+    # Eagerly: float32, eval-mode, no-grad calls would compile the training step's nets once more each.
+    with eager(), evaluation_weights(model, job.ema, job.splits.train, cfg.seed) as evaluated:
         test_bpd = eval_bits_per_dim(evaluated, job.test_images, di.rank, di.world)  # noise drawn on the CPU
         extra["test_bpd"] = test_bpd
         if di.is_main:

@@ -31,6 +31,7 @@ class RunState:
     world_size: int = 1
     noise_device: str = "cpu"
     fast_path: str | None = None
+    compiled: bool = False  # the s,t ResNets ran compiled when this state was saved (train.compiling)
     # The weight average (train.ema.WeightAverage.state_dict(): "ema.<name>" tensors); empty without --ema.
     ema: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -46,6 +47,7 @@ class RunState:
             "world_size": self.world_size,
             "noise_device": self.noise_device,
             "fast_path": self.fast_path,
+            "compiled": self.compiled,
         }
 
     @classmethod
@@ -65,5 +67,6 @@ class RunState:
             world_size=int(counters.get("world_size", 1)),
             noise_device=counters.get("noise_device", "cpu"),
             fast_path=counters.get("fast_path"),
+            compiled=bool(counters.get("compiled", False)),
             ema=ema or {},
         )

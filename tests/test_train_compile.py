@@ -1,0 +1,136 @@
+"""The trainer's ``--compile``: the auto decision by the budget left, the clear error without a compiler, the
+fallback that keeps an eager run exact, and a real compiled run that evaluates eagerly and resumes compiled."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import train.compiling as compiling
+from nvp_core.resnet import ResNet
+from train.compiling import PROBE_STEPS, remaining_seconds
+from train.config import preset
+from train.loop import RunOptions, TrainingError, train
+
+# A step budget (not a time one) keeps the learning-rate schedule, and so the run, deterministic; this many
+# steps are days at any speed, so auto wants to compile after its probe steps.
+LONG = 10_000_000
+
+
+def tiny(**changes):
+    return preset("digits-tiny").with_updates(epochs=0, eval_limit=64, warmup_steps=2, **changes)
+
+
+def run(cfg, out: Path, **opts) -> dict:
+    torch.set_num_threads(1)
+    return train(cfg, RunOptions(out=out, progress=False, **opts))
+
+
+def log_of(out: Path) -> str:
+    return (out / "log.txt").read_text()
+
+
+def counters(out: Path) -> dict:
+    return json.loads((out / "last.state.json").read_text())["counters"]
+
+
+def test_remaining_seconds_is_the_budget_that_ends_first():
+    assert remaining_seconds(100, 50.0, 1100, 0.0, 0.5) == 500.0  # steps only
+    assert remaining_seconds(100, 50.0, 0, 3650.0, 0.5) == 3600.0  # time only
+    assert remaining_seconds(100, 50.0, 1100, 300.0, 0.5) == 250.0  # both: the sooner
+    assert remaining_seconds(2000, 50.0, 1100, 0.0, 0.5) == 0.0
+    assert remaining_seconds(0, 0.0, 0, 0.0, 0.5) == math.inf
+
+
+def test_auto_compiles_a_long_run_only_and_says_why_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
+    run(tiny(max_steps=LONG), tmp_path / "long", stop_after=PROBE_STEPS + 2)
+    assert "not compiling (--compile auto: ~" in log_of(tmp_path / "long")
+    assert "torch.compile does not work here (no C++ compiler (test))" in log_of(tmp_path / "long")
+    assert counters(tmp_path / "long")["compiled"] is False
+
+    run(tiny(max_steps=PROBE_STEPS + 5), tmp_path / "short")
+    assert "--compile auto: not compiling, ~0 minutes left" in log_of(tmp_path / "short")
+
+    run(tiny(max_steps=PROBE_STEPS + 5, compile="off"), tmp_path / "off")
+    assert "compil" not in log_of(tmp_path / "off")
+
+
+def test_compile_on_without_a_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
+    with pytest.raises(ValueError, match=r"--compile on: torch.compile does not work here \(no C\+\+ compiler"):
+        run(tiny(max_steps=5, compile="on"), tmp_path)
+
+
+def _compile_that_fails(model):
+    """Stands in for compile_nets: the last s,t ResNet raises when called, as a broken inductor would, after
+    the layers before it have run (and updated their batch-norm averages)."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("inductor broke (test)")
+
+    nets = [m for m in model.modules() if isinstance(m, ResNet)]
+    for m in nets:
+        m._compiled_call_impl = None
+    nets[-1]._compiled_call_impl = broken
+    return model
+
+
+def test_a_failed_first_compiled_step_leaves_the_eager_run_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: None)
+    monkeypatch.setattr(compiling, "compile_nets", _compile_that_fails)
+    steps = PROBE_STEPS + 6
+    run(tiny(max_steps=LONG), tmp_path / "fallback", stop_after=steps)
+    run(tiny(max_steps=LONG, compile="off"), tmp_path / "eager", stop_after=steps)
+
+    log = log_of(tmp_path / "fallback")
+    assert "compiling the s,t ResNets (--compile auto" in log
+    assert "the first compiled step failed (RuntimeError); training eagerly" in log
+    assert counters(tmp_path / "fallback")["compiled"] is False
+    a = load_file(str(tmp_path / "fallback" / "last.state.safetensors"))
+    b = load_file(str(tmp_path / "eager" / "last.state.safetensors"))
+    assert a.keys() == b.keys()
+    # The failed step's partial forward touched batch-norm averages; they were restored before the repeat.
+    assert not [k for k in a if not torch.equal(a[k], b[k])]
+
+    monkeypatch.setattr(compiling, "compile_nets", _compile_that_fails)
+    with pytest.raises(TrainingError, match="torch.compile failed in the first compiled step"):
+        run(tiny(max_steps=5, compile="on"), tmp_path / "on")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="inductor needs a C compiler")
+def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypatch):
+    import train.loop as loop
+    from torch._dynamo.utils import counters as dynamo_counters
+
+    torch._dynamo.reset()
+    graphs_during_eval: list[int] = []
+    real_eval = loop.eval_bits_per_dim
+
+    def counting_eval(*args, **kwargs):
+        before = dynamo_counters["stats"]["unique_graphs"]
+        out = real_eval(*args, **kwargs)
+        graphs_during_eval.append(dynamo_counters["stats"]["unique_graphs"] - before)
+        return out
+
+    monkeypatch.setattr(loop, "eval_bits_per_dim", counting_eval)
+    try:
+        run(tiny(max_steps=8, compile="on"), tmp_path, stop_after=4)
+        assert counters(tmp_path)["compiled"] is True
+        assert dynamo_counters["stats"]["unique_graphs"] > 0  # the training steps did compile
+        result = run(tiny(max_steps=8), tmp_path, resume=True)  # auto: the run had compiled, so it compiles
+    finally:
+        torch._dynamo.reset()
+    log = log_of(tmp_path)
+    assert "compiling the s,t ResNets (--compile on)" in log
+    assert "compiling the s,t ResNets (the resumed run had compiled)" in log
+    assert log.count("first compiled step (compiling included)") == 2
+    assert graphs_during_eval and not any(graphs_during_eval)  # evaluation compiled nothing
+    assert result["step"] == 8 and math.isfinite(result["best_bpd"])
+    assert counters(tmp_path)["compiled"] is True
