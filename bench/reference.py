@@ -10,6 +10,7 @@ fast path :func:`nvp_core.fastpath.choose` measured and cached for this machine)
 
     git clone https://github.com/chrischute/real-nvp /tmp/chrischute-real-nvp
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
+    python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 7 --threads 2 --long-run   # + compiled
 
 Results: ``bench/results/reference-<UTC time>.json`` with the machine description and the fast-path choice.
 """
@@ -29,7 +30,8 @@ from bench.common import load_now, machine_info, median, table, write_results
 from bench.conv import conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
-from nvp_core.fastpath import choose
+from nvp_core.fastpath import choose, compile_nets
+from train.compiling import AUTO_MIN_MINUTES
 from train.config import TrainConfig
 from train.loop import build_optimizer, loss_bits_per_dim, resolve_precision
 
@@ -82,15 +84,19 @@ class Reference:
 
 
 class Ours:
-    """Our trainer's step with its default settings (``--precision auto``: the measured fast path)."""
+    """Our trainer's step with its default settings (``--precision auto``: the measured fast path). With
+    ``long_run``, as the default ``--compile auto`` runs it when at least ``AUTO_MIN_MINUTES`` of the budget are
+    left: s,t ResNets compiled (the first step includes the compiling)."""
 
-    name = "ours (trainer defaults)"
-
-    def __init__(self, batch: int) -> None:
+    def __init__(self, batch: int, long_run: bool = False) -> None:
         torch.manual_seed(0)
         cfg = TrainConfig()
         self.model = RealNVP(PAPER_28).train()
         resolve_precision(cfg.precision, torch.device("cpu"), self.model, batch)
+        self.name = "ours (trainer defaults)"
+        if long_run:
+            compile_nets(self.model)  # what train.compiling does for such a run
+            self.name = f"ours (trainer defaults, run >= {AUTO_MIN_MINUTES:.0f} min: compiled)"
         self.opt = build_optimizer(self.model, cfg)
         self.grad_clip = cfg.grad_clip
         self.images = _images(batch)
@@ -106,9 +112,12 @@ class Ours:
         self.opt.step()
 
 
-def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1) -> dict[str, Any]:
-    """Images/s of the reference and of ours, alternating step by step after ``warmup`` steps each."""
+def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1, long_run: bool = False) -> dict[str, Any]:
+    """Images/s of the reference and of ours (and with ``long_run`` ours as a long run trains), alternating step
+    by step after ``warmup`` steps each."""
     runners: list[Reference | Ours] = [Reference(ref_path, batch), Ours(batch)]
+    if long_run:
+        runners.append(Ours(batch, long_run=True))
     choice = choose(PAPER_28, "train", batch)  # what Ours applied (read back from the cache)
     warm = {}
     for r in runners:
@@ -137,7 +146,8 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1) -> d
                 "warmup_s": warm[r.name],
             }
         )
-    rows[1]["speedup_vs_reference"] = round(rows[1]["images_per_s"] / rows[0]["images_per_s"], 2)
+    for row in rows[1:]:
+        row["speedup_vs_reference"] = round(row["images_per_s"] / rows[0]["images_per_s"], 2)
     return {"rows": rows, "fast_path": choice.to_dict(), "load_during": [min(loads), max(loads)]}
 
 
@@ -169,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per implementation (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-conv", action="store_true", help="skip the convolution reference")
+    p.add_argument("--long-run", action="store_true", help="also ours as the trainer runs a budget of "
+                   f">= {AUTO_MIN_MINUTES:.0f} min (--compile auto compiles; its first step includes "
+                   "compiling)")  # fmt: skip
     p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="instead: profile our step by op")
     args = p.parse_args(argv)
     if args.profile:
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     info = machine_info()
     print("machine:", {k: info[k] for k in ("cpu", "cpu_isa_flags", "torch_threads", "loadavg_1_5_15")})
-    res = side_by_side(args.reference, args.batch, args.repeats)
+    res = side_by_side(args.reference, args.batch, args.repeats, long_run=args.long_run)
     flops = count_step_flops(PAPER_28)
     conv = [] if args.no_conv else conv_reference()
     best = max(conv, key=lambda c: c["gflops_per_s"]) if conv else None
