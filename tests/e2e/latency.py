@@ -18,7 +18,8 @@ own counters over moves that nothing of ours polls) and the websocket messages p
 
 ``--page-cost ROUNDS`` measures instead what a page's size costs a fragment rerun: the trivial app alone, with
 12 rows of widgets (in columns or in a horizontal container) or of text outside its fragment, or with 10 more
-elements inside it.
+elements inside it. ``--fragment-cost ROUNDS``: what the Interpolate fragment's own contents (the frame player
+with its strip, the weight sliders, the downloads) cost in the trivial app, without the rest of the page.
 """
 
 from __future__ import annotations
@@ -181,6 +182,43 @@ PAGE_COST_ROWS = {
 }
 
 
+# What the Interpolate fragment's contents cost on an otherwise trivial page (``--fragment-cost``): its picture
+# as st.html, the frame player with its strip (9 frames), + the three weight sliders, + three downloads.
+_FRAGMENT_HEAD = """
+import numpy as np, streamlit as st
+from app import compute, player
+st.title("baseline")
+@st.fragment
+def f():
+    k = st.slider("Frame", 0, 100, 50)
+    strip = np.full((1, 28, 28 * 9), k * 2, np.uint8)
+    frames = np.stack([np.full((1, 28, 28), (k * 2 + j) % 256, np.uint8) for j in range(9)])
+"""
+_PLAYER = """    html = player.player_html(frames, [f"f {j}" for j in range(9)], strip=(strip, f"frame {k}", 600))
+    st.html(html.replace('aria-label="Frame"', 'aria-label="Browse"'), unsafe_allow_javascript=True)
+"""
+_SLIDERS = """    with st.container(horizontal=True):
+        for j in range(3):
+            st.slider(f"level {j}", 0.0, 1.0, 1.0, key=f"lv{j}")
+"""
+_DOWNLOADS = """    with st.container(horizontal=True):
+        for j in range(3):
+            st.download_button(f"file {j}", data=compute.png_bytes(frames[0]) + bytes([k]), file_name=f"f{j}.png")
+"""
+FRAGMENT_COST = {
+    "trivial (st.image)": BASELINE_APP,
+    "st.html picture": _FRAGMENT_HEAD
+    + """    src = player.data_url(compute.png_bytes(strip, compress_level=1))
+    st.html(f'<figure class="nvp-strip"><img class="nvp-strip-img" src="{src}" width="600">'
+            f'<figcaption class="nvp-strip-caption">frame {k}</figcaption></figure>')
+f()
+""",
+    "frame player + strip": _FRAGMENT_HEAD + _PLAYER + "f()\n",
+    "+ 3 sliders": _FRAGMENT_HEAD + _SLIDERS + _PLAYER + "f()\n",
+    "+ 3 sliders + 3 downloads": _FRAGMENT_HEAD + _SLIDERS + _PLAYER + _DOWNLOADS + "f()\n",
+}
+
+
 def page_cost_app(rows: str) -> str:
     """The baseline app with ``rows`` before its fragment (or ``EXTRA = n`` captions inside it)."""
     extra = int(rows.split("=")[1]) if rows.startswith("EXTRA") else 0
@@ -219,12 +257,12 @@ def baseline(browser: object, n: int, fresh: bool, source: str = BASELINE_APP) -
     return result
 
 
-def page_cost(browser: object, n: int, rounds: int) -> dict[str, list[dict[str, object]]]:
-    """Each ``PAGE_COST_ROWS`` app in turn, ``rounds`` times (so that load drifts hit them alike)."""
-    out: dict[str, list[dict[str, object]]] = {name: [] for name in PAGE_COST_ROWS}
+def page_cost(browser: object, n: int, rounds: int, apps: dict[str, str]) -> dict[str, list[dict[str, object]]]:
+    """Each of ``apps`` (name: source) in turn, ``rounds`` times (so that load drifts hit them alike)."""
+    out: dict[str, list[dict[str, object]]] = {name: [] for name in apps}
     for r in range(rounds):
-        for name, rows in PAGE_COST_ROWS.items():
-            res = baseline(browser, n, False, page_cost_app(rows))
+        for name, source in apps.items():
+            res = baseline(browser, n, False, source)
             out[name].append(res)
             b, t = cast(dict[str, float], res["browser"]), cast(float, res["median_s"])
             print(f"round {r + 1}: {name:58s} {1000 * t:6.1f} ms, main thread {b['main_thread_ms']} "
@@ -239,13 +277,17 @@ def main() -> None:
     ap.add_argument("--baseline", action="store_true", help="also time a trivial Streamlit app")
     ap.add_argument("--fresh", action="store_true", help="move each slider one way: every value is new")
     ap.add_argument("--page-cost", type=int, default=0, metavar="ROUNDS", help="instead: what page size costs")
+    ap.add_argument("--fragment-cost", type=int, default=0, metavar="ROUNDS",
+                    help="instead: what the Interpolate fragment's contents cost on a trivial page")  # fmt: skip
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
     result: dict[str, object] = {"machine": machine_info(), "load_average": os.getloadavg(), "fresh": args.fresh}
-    if args.page_cost:
+    if args.page_cost or args.fragment_cost:
+        apps = {name: page_cost_app(rows) for name, rows in PAGE_COST_ROWS.items()} if args.page_cost else FRAGMENT_COST
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-            result["page_cost"] = page_cost(browser, args.moves, args.page_cost)
+            key = "page_cost" if args.page_cost else "fragment_cost"
+            result[key] = page_cost(browser, args.moves, args.page_cost or args.fragment_cost, apps)
             browser.close()
         result["load_average_end"] = os.getloadavg()
         print(json.dumps(result, indent=1))
