@@ -55,6 +55,28 @@ def test_two_process_gloo_run(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
+def test_two_process_run_with_compiled_nets_keeps_the_ranks_equal(tmp_path):
+    # --compile auto compiles every long run, torchrun ones included: DDP's gradient hooks must fire through the
+    # compiled backward, and evaluation (eager) must see the same weights on both ranks.
+    from nvp_core.fastpath import compiler_problem
+
+    if (problem := compiler_problem("cpu")) is not None:
+        pytest.skip(f"torch.compile does not work here: {problem}")
+    out = tmp_path / "run"
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "train", "--preset", "digits-tiny",
+           "--max-steps", "4", "--epochs", "0", "--eval-limit", "64", "--threads", "1", "--no-progress",
+           "--device", "cpu", "--compile", "on", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "compiling the s,t ResNets (--compile on)" in log and "first compiled step" in log, log
+    m = re.search(r"ranks agree: max \|difference\| (\S+) \(parameters\), (\S+) \(batch-norm averages\)", log)
+    assert m and float(m.group(1)) == 0.0 and float(m.group(2)) == 0.0, log
+    assert json.loads((out / "last.state.json").read_text())["counters"]["compiled"] is True
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
 def test_a_process_group_of_one_runs_every_collective(tmp_path):
     # What the GPU check does with NCCL on one GPU (NVP_DIST_FORCE=1), here with gloo.
     out = tmp_path / "run"
