@@ -495,11 +495,6 @@ def uncompile_nets(model: RealNVP) -> RealNVP:
     return model
 
 
-def is_compiled(model: RealNVP) -> bool:
-    """Whether :func:`compile_nets` is in effect on ``model``."""
-    return any(isinstance(m, ResNet) and m._compiled_call_impl is not None for m in model.modules())
-
-
 _COMPILER_CHECKED: dict[str, str | None] = {}
 
 

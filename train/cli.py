@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="s,t ResNets in bf16 autocast or float32; "
                    "auto = measured per machine and model, cached (or $NVP_FASTPATH); eval is float32")  # fmt: skip
     g.add_argument("--compile", choices=("auto", "on", "off"), help="torch.compile the s,t ResNets for training "
-                   "(+6-9 %% per step after 1-4 minutes of compiling); auto = when at least 60 minutes of the "
+                   "(a few per cent per step, after minutes of compiling); auto = when at least 60 minutes of the "
                    "budget are left after 20 steps. Evaluation runs eagerly; may change at --resume")  # fmt: skip
 
     g = p.add_argument_group("run")
