@@ -480,8 +480,9 @@ def compile_nets(model: RealNVP, **compile_kwargs: Any) -> RealNVP:
     nets = [m for m in model.modules() if isinstance(m, ResNet)]
     # The nets share one forward: each input shape, grad mode and dtype is one more entry in dynamo's cache of
     # that code, and past its limit (8 by default) every further shape would silently run eager.
-    limit = max(torch._dynamo.config.recompile_limit, 4 * len(nets))
-    torch._dynamo.config.recompile_limit = limit
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # renamed in torch 2.7
+    setattr(cfg, name, max(getattr(cfg, name), 4 * len(nets)))
     for m in nets:
         m.compile(**compile_kwargs)
     return model
