@@ -67,6 +67,27 @@ def test_compile_on_without_a_compiler_is_a_clear_error(tmp_path, monkeypatch):
         run(tiny(max_steps=5, compile="on"), tmp_path)
 
 
+def _compile_that_passes(model):
+    """Stands in for compile_nets without compiling: each s,t ResNet's call goes through a wrapper."""
+    for m in model.modules():
+        if isinstance(m, ResNet):
+            m._compiled_call_impl = m._call_impl
+    return model
+
+
+def test_a_compiled_run_resumes_compiled_or_says_why_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: None)
+    monkeypatch.setattr(compiling, "compile_nets", _compile_that_passes)
+    run(tiny(max_steps=LONG, compile="on"), tmp_path, stop_after=3)
+    assert counters(tmp_path)["compiled"] is True
+
+    # The machine that resumes it has no compiler: auto trains on eagerly and says so; the state says so too.
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
+    run(tiny(max_steps=LONG), tmp_path, resume=True, stop_after=2)
+    assert "not compiling (the resumed run had compiled): torch.compile does not work here" in log_of(tmp_path)
+    assert counters(tmp_path)["compiled"] is False and counters(tmp_path)["step"] == 5
+
+
 def _compile_that_fails(model):
     """Stands in for compile_nets: the last s,t ResNet raises when called, as a broken inductor would, after
     the layers before it have run (and updated their batch-norm averages)."""
