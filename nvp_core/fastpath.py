@@ -511,5 +511,6 @@ def compiler_problem(device: torch.device | str = "cpu") -> str | None:
             torch.compile(net)(x).sum().backward()
             _COMPILER_CHECKED[key] = None
         except Exception as e:  # any failure means "not here": the message says which
-            _COMPILER_CHECKED[key] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            _COMPILER_CHECKED[key] = f"{type(e).__name__}: {first_line}"
     return _COMPILER_CHECKED[key]

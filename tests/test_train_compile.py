@@ -47,6 +47,21 @@ def test_remaining_seconds_is_the_budget_that_ends_first():
     assert remaining_seconds(0, 0.0, 0, 0.0, 0.5) == math.inf
 
 
+def test_compiler_problem_names_a_missing_compiler(monkeypatch):
+    import torch._inductor.config as inductor_config
+
+    from nvp_core import fastpath
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(fastpath, "_COMPILER_CHECKED", {})
+    torch._dynamo.reset()
+    try:
+        problem = fastpath.compiler_problem("cpu")
+    finally:
+        torch._dynamo.reset()
+    assert problem is not None and "C++ compiler" in problem, problem
+
+
 def test_auto_compiles_a_long_run_only_and_says_why_not(tmp_path, monkeypatch):
     monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
     run(tiny(max_steps=LONG), tmp_path / "long", stop_after=PROBE_STEPS + 2)
