@@ -74,6 +74,24 @@ def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[flo
     return out
 
 
+def time_alternating(
+    calls: dict[str, Callable[[], Any]], rounds: int, after_each: Callable[[], Any] | None = None
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of each of ``calls`` per round, the calls alternating (in order in even rounds,
+    reversed in odd ones) so that a drifting machine load hits them alike; ``after_each`` runs after every call,
+    outside the timing (e.g. to sample the load)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls.items())
+    for i in range(rounds):
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+            if after_each is not None:
+                after_each()
+    return times
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 

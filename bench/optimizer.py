@@ -12,12 +12,11 @@ Results: ``bench/results/optimizer-<UTC time>.json``.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import torch
 
-from bench.common import load_now, machine_info, median, table, write_results
+from bench.common import load_now, machine_info, median, table, time_alternating, write_results
 from bench.reference import Ours
 
 
@@ -34,14 +33,9 @@ def optimizer_steps(batch: int, repeats: int) -> list[dict[str, Any]]:
     ours = Ours(batch)
     ours.step()  # gradients to step on
     opts = {k: _adam(ours.opt.param_groups, k) for k in ("loop", "foreach", "fused")}
-    times: dict[str, list[float]] = {k: [] for k in opts}
     for o in opts.values():
         o.step()  # moments allocated outside the timing
-    for i in range(repeats):
-        for k, o in opts.items() if i % 2 == 0 else reversed(opts.items()):
-            t = time.perf_counter()
-            o.step()
-            times[k].append(time.perf_counter() - t)
+    times = time_alternating({k: o.step for k, o in opts.items()}, repeats)
     tensors = sum(len(g["params"]) for g in ours.opt.param_groups)
     return [{"adam": k, "tensors": tensors, "step_ms": round(1000 * median(v), 2)} for k, v in times.items()]
 
@@ -52,12 +46,7 @@ def training_steps(batch: int, steps: int) -> list[dict[str, Any]]:
     for k, r in runs.items():
         r.opt = _adam(r.opt.param_groups, k)
         r.step()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for i in range(steps):
-        for k, r in runs.items() if i % 2 == 0 else reversed(runs.items()):
-            t = time.perf_counter()
-            r.step()
-            times[k].append(time.perf_counter() - t)
+    times = time_alternating({k: r.step for k, r in runs.items()}, steps)
     return [
         {"adam": k, "batch": batch, "step_ms": round(1000 * median(v), 1), "images_per_s": round(batch / median(v), 2)}
         for k, v in times.items()

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.common import load_now, machine_info, median, table, write_results
+from bench.common import load_now, machine_info, median, table, time_alternating, write_results
 from bench.conv import conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
@@ -125,14 +125,8 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1, long
         for _ in range(warmup):
             r.step()
         warm[r.name] = round(time.perf_counter() - t, 2)
-    times: dict[str, list[float]] = {r.name: [] for r in runners}
     loads = [load_now()]
-    for i in range(repeats):
-        for r in runners if i % 2 == 0 else runners[::-1]:
-            t = time.perf_counter()
-            r.step()
-            times[r.name].append(time.perf_counter() - t)
-            loads.append(load_now())
+    times = time_alternating({r.name: r.step for r in runners}, repeats, lambda: loads.append(load_now()))
     rows: list[dict[str, Any]] = []
     for r in runners:
         step_s = median(times[r.name])
