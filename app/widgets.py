@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -281,31 +280,38 @@ def markdown_file(path: Path) -> None:
 def result_downloads(
     ctx: Ctx,
     what: str,
-    picture: np.ndarray,
+    picture: np.ndarray | Callable[[], np.ndarray],
     latents: Sequence[Tensor] | Callable[[], Sequence[Tensor]],
     label: str = "Grid",
-    gif: np.ndarray | None = None,
+    gif: np.ndarray | Callable[[], np.ndarray] | None = None,
     min_side: int = 0,
     npz_name: str = "",
-    **arrays: np.ndarray,
+    **arrays: np.ndarray | Callable[[], np.ndarray],
 ) -> None:
     """The downloads under a result: the picture as PNG (enlarged ×4 with nearest-neighbour unless ``min_side``
-    is given), optionally the frames ``gif`` as a looping GIF, and the latents (a list per level, or a function
-    that makes them when the button is clicked) with ``arrays`` as ``.npz``. Files are named
-    ``<model>_<what>.png`` / ``.gif`` and ``<model>_<npz_name or what>.npz``."""
+    is given), optionally the frames ``gif`` as a looping GIF, and the latents (a list per level) with ``arrays``
+    as ``.npz``. Each may be a function that makes it when the button is clicked (a result that changes without
+    a rerun of this part of the page, or costs to make). Files are named ``<model>_<what>.png`` / ``.gif`` and
+    ``<model>_<npz_name or what>.npz``."""
     stem = f"{ctx.name}_{what}"
-    side = min_side or 4 * picture.shape[1]
-    items: list[tuple[str, Callable[[], bytes], str, str]] = [
-        (f"{label} (PNG)", partial(compute.png_bytes, picture, side), f"{stem}.png", "image/png")
-    ]
+
+    def png() -> bytes:
+        pic = _made(picture)
+        return compute.png_bytes(pic, min_side or 4 * pic.shape[1])
+
+    items: list[tuple[str, Callable[[], bytes], str, str]] = [(f"{label} (PNG)", png, f"{stem}.png", "image/png")]
     if gif is not None:
-        items.append(("Animation (GIF)", partial(compute.gif_bytes, gif), f"{stem}.gif", "image/gif"))
+        items.append(("Animation (GIF)", lambda: compute.gif_bytes(_made(gif)), f"{stem}.gif", "image/gif"))
 
     def npz() -> bytes:
-        return compute.npz_bytes(latents() if callable(latents) else latents, **arrays)
+        return compute.npz_bytes(_made(latents), **{name: _made(a) for name, a in arrays.items()})
 
     items.append(("Latents (.npz)", npz, f"{ctx.name}_{npz_name or what}.npz", "application/octet-stream"))
     downloads(items, key=ctx.k(f"{what}_dl"))
+
+
+def _made(value: T | Callable[[], T]) -> T:
+    return value() if callable(value) else value
 
 
 def need_gallery(ctx: Ctx) -> state.GalleryLatents | None:

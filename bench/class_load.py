@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import random
 import sys
@@ -59,6 +60,7 @@ class Run:
     headings: list[str] = field(default_factory=list)
     exceptions: list[str] = field(default_factory=list)
     widgets: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # label -> (kind, id, fragment id)
+    panel: tuple[str, str, dict[str, Any]] | None = None  # Interpolate's path panel: (id, fragment id, its data)
     bytes_received: int = 0
 
 
@@ -72,6 +74,7 @@ class Client:
         self.pages: dict[str, str] = {}  # page name -> page script hash
         self.query_string = ""
         self.widgets: dict[str, tuple[str, str, str]] = {}  # this page's widgets: label -> (kind, id, fragment)
+        self.panel: tuple[str, str, dict[str, Any]] | None = None  # this page's path panel, if it has one
         self.fetched: set[str] = set()  # media URLs already fetched (a browser caches them)
         self.current_page = ""
 
@@ -124,8 +127,9 @@ class Client:
                 run.status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
                 break
         if not fragment_id:
-            self.widgets = {}
+            self.widgets, self.panel = {}, None
         self.widgets.update(run.widgets)
+        self.panel = run.panel or self.panel
         return run
 
     @staticmethod
@@ -136,8 +140,9 @@ class Client:
         kind = el.WhichOneof("type")
         if kind == "imgs":
             run.images += [(img.url, img.caption) for img in el.imgs.imgs]
-        elif kind == "html":
-            run.images += serving.player_strips(el.html.body)
+        elif kind == "bidi_component":
+            run.images += serving.panel_pictures(el.bidi_component.json)
+            run.panel = (el.bidi_component.id, delta.fragment_id, json.loads(el.bidi_component.json))
         elif kind == "heading":
             run.headings.append(el.heading.body)
         elif kind == "exception":
@@ -164,6 +169,20 @@ class Client:
             state.double_array_value.data.append(float(value))
         page = self.pages.get(self.current_page, "")
         return await self.rerun(page, [state], fragment, self.query_string)
+
+    async def set_weight(self, level: int, value: float) -> Run:
+        """Moves one level's weight in Interpolate's path panel as its script in the browser does: every setting,
+        numbered, as the component's trigger (app/path_panel.js), in the panel's fragment."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        if self.panel is None:
+            raise LookupError("no path panel on the page")
+        element_id, fragment, data = self.panel
+        settings = dict(data["settings"], seq=data["seq"] + 1)
+        settings["weights"] = [value if lv == level else w for lv, w in enumerate(settings["weights"], start=1)]
+        wid, value_json = serving.panel_trigger(element_id, settings)
+        page = self.pages.get(self.current_page, "")
+        return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)
 
     async def goto(self, title: str) -> Run:
         """A page change through the navigation: a rerun of that page (the browser sends no query string)."""
@@ -223,7 +242,7 @@ async def operation(client: Client, op: str, r: int, session: int, gallery_n: in
     if op == "encode":
         run = await client.set_widget(serving.GALLERY_LABEL, serving.encode_index(r, session, gallery_n))
     elif op == "interpolate":
-        run = await client.set_widget(serving.WEIGHT_LABEL, 0.95 if serving.weight_down(r) else 1.0)
+        run = await client.set_weight(1, 0.95 if serving.weight_down(r) else 1.0)
     else:
         run = await client.set_widget(serving.SEED_LABEL, serving.sample_seed(r, session))
     check(run, op, serving.expected_caption(op, r, session, gallery_n))

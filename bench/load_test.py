@@ -167,7 +167,7 @@ async def op_encode(page: object, r: int, session: int, gallery_n: int, timeout:
 
 async def op_interpolate(page: object, r: int, timeout: float) -> tuple[float, float]:
     # The level-1 weight goes 1 -> 0.95 -> 1 -> ...; the strip's caption names the weights.
-    thumb = page.locator(f'[data-testid="stSlider"] input[type="range"][aria-label="{WEIGHT_LABEL}"]').first  # type: ignore[attr-defined]
+    thumb = page.locator(f'.nvp-panel input[type="range"][aria-label="{WEIGHT_LABEL}"]').first  # type: ignore[attr-defined]
     await thumb.focus()
     t0 = time.perf_counter()
     await thumb.press("ArrowLeft" if weight_down(r) else "ArrowRight")

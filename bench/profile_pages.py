@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import os
 import pstats
 import statistics
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine_info, table, write_results
-from bench.serving import GALLERY_LABEL, SEED_LABEL, WEIGHT_LABEL, models_under_test
+from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, panel_change
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 
@@ -71,6 +72,12 @@ def _profiled(fn: Any) -> tuple[float, float, pstats.Stats]:
     return wall, cpu, stats
 
 
+def _level1(at: Any, w: float) -> list[float]:
+    """The path panel's weights with level 1's set to ``w`` (what moving its slider sends)."""
+    weights = json.loads(at.get("bidi_component")[0].proto.json)["settings"]["weights"]
+    return [round(w, 2), *weights[1:]]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile_pages", description=__doc__.split("\n\n")[0])
     p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         ("page change: Encode", lambda k: at.switch_page("views/encode.py").run()),
         ("encode: gallery index", lambda k: _widget(at.number_input, GALLERY_LABEL).set_value(5 + k).run()),
         ("page change: Interpolate", lambda k: at.switch_page("views/interpolate.py").run()),
-        ("interpolate: level-1 weight", lambda k: _widget(at.slider, WEIGHT_LABEL).set_value(0.9 - 0.05 * k).run()),
+        ("interpolate: level-1 weight", lambda k: panel_change(at, weights=_level1(at, 0.9 - 0.05 * k))),
         ("page change: Sample", lambda k: at.switch_page("views/sample.py").run()),
         ("sample: seed", lambda k: _widget(at.number_input, SEED_LABEL).set_value(100 + k).run()),
     ]

@@ -5,10 +5,10 @@ for and which picture caption shows that the server answered it."""
 
 from __future__ import annotations
 
-import html
+import json
 import os
-import re
 from pathlib import Path
+from typing import Any
 
 from app.launch import ROOT
 
@@ -19,19 +19,42 @@ GALLERY_LABEL = "Gallery image"
 WEIGHT_LABEL = "level 1 (finest)"
 SEED_LABEL = "Seed"
 
-# A picture with a caption is an ``st.image`` or the strip above the frame player (app/player.py, which sends
-# it inside its own HTML as a ``data:`` address). The browser-side selectors for the captions of both:
+# A picture with a caption is an ``st.image`` or the strip of Interpolate's path panel (app/path_panel.py, a
+# component whose data carries its pictures as ``data:`` addresses). The browser-side selectors for both captions:
 CAPTION_SELECTOR = '[data-testid="stImageCaption"], .nvp-strip-caption'
-_STRIP = re.compile(
-    r'<img class="nvp-strip-img" src="(data:image/png;base64,[A-Za-z0-9+/=]+)".*?'
-    r'<figcaption class="nvp-strip-caption">(.*?)</figcaption>',
-    re.S,
-)
+PANEL_TRIGGER = "settings"
 
 
-def player_strips(body: str) -> list[tuple[str, str]]:
-    """``(data: address, caption)`` of each frame-player strip in an HTML element's body."""
-    return [(src, html.unescape(cap)) for src, cap in _STRIP.findall(body)]
+def panel_pictures(data_json: str) -> list[tuple[str, str]]:
+    """``(data: address, caption)`` of the path panel's strip and of each of its frames, from the component's
+    JSON data (what the server sends; the browser shows exactly these)."""
+    data = json.loads(data_json or "null")
+    if not isinstance(data, dict) or "strip" not in data:
+        return []
+    strip = data["strip"]
+    return [(strip["src"], strip["caption"]), *zip(data["frames"], data["captions"], strict=True)]
+
+
+def panel_trigger(element_id: str, settings: dict[str, object]) -> tuple[str, str]:
+    """The widget id and JSON value with which a browser sends the path panel's ``settings``: a components-v2
+    trigger, one per component, that carries a list of ``{event, value}``."""
+    from streamlit.runtime.state.session_state import STREAMLIT_INTERNAL_KEY_PREFIX
+
+    wid = f"{STREAMLIT_INTERNAL_KEY_PREFIX}_{element_id}__events"
+    return wid, json.dumps([{"event": PANEL_TRIGGER, "value": settings}])
+
+
+def panel_change(at: Any, **changes: object) -> Any:
+    """Runs the app as after a change in the path panel in the browser: the panel sends every setting (with
+    ``changes``), numbered, as its trigger. AppTest has no element for a components-v2 component, so the trigger
+    joins the other widgets' states here (AppTest's own ``_tree``/``_run``, what ``at.run()`` does)."""
+    el = at.get("bidi_component")[0]
+    data = json.loads(el.proto.json)
+    wid, value = panel_trigger(el.proto.id, {**data["settings"], "seq": data["seq"] + 1, **changes})
+    states = at._tree.get_widget_states()
+    w = states.widgets.add()
+    w.id, w.json_trigger_value = wid, value
+    return at._run(states)
 
 
 # ------------------------------------------------------------------------------------------- /proc

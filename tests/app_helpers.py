@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.serving import player_strips
+from bench.serving import panel_pictures
 from nvp_core import FlowConfig, RealNVP, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,15 +88,22 @@ def by_label(widgets: object, text: str) -> object:
 
 def image_urls(at: object) -> dict[str, list[str]]:
     """Caption → addresses of every picture on the page: the media URL of each ``st.image`` and the ``data:``
-    address of each frame player's strip (app/player.py). Both change when the pixels do."""
+    address of the path panel's strip and frames (app/path_panel.py). Both change when the pixels do."""
     out: dict[str, list[str]] = {}
     for im in at.image:  # type: ignore[attr-defined]
         for url, cap in zip(im.value, im.captions, strict=True):
             out.setdefault(cap, []).append(url)
-    for h in at.html:  # type: ignore[attr-defined]
-        for src, cap in player_strips(h.value):
+    for el in at.get("bidi_component"):  # type: ignore[attr-defined]
+        for src, cap in panel_pictures(el.proto.json):
             out.setdefault(cap, []).append(src)
     return out
+
+
+def panel_data(at: object) -> dict:
+    """The data the page's one path panel (app/path_panel.py) got: its settings and pictures."""
+    els = at.get("bidi_component")  # type: ignore[attr-defined]
+    assert len(els) == 1, f"{len(els)} path panels"
+    return json.loads(els[0].proto.json)
 
 
 def plotly_specs(at: object) -> list[dict]:

@@ -6,7 +6,6 @@ import base64
 import hashlib
 import io
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from app_helpers import (
     by_label,
     image_urls,
     make_fixture_model,
+    panel_data,
     plotly_array,
     plotly_specs,
     png_bytes,
@@ -32,6 +32,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app import compute, state
+from bench.serving import panel_change
 from nvp_core import load_model
 from nvp_core.images import load_image, to_array
 from nvp_core.latent import interpolate
@@ -268,6 +269,43 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     assert by_label(bad.slider, "Grid side").value == 6 and by_label(bad.number_input, "Seed").value == 0
 
 
+def test_interpolate_link_carries_the_path_and_bad_messages_change_nothing(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    """The path panel's settings live in the link like every widget's: a fresh session on the link shows the same
+    frames; a link with settings that do not fit gets the warning and the defaults; a hand-made message from the
+    browser that does not parse changes nothing and shows no error."""
+    at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "interpolate")
+    panel_change(at, weights=[0.5, 1.0, 0.0], steps=5, method="spherical")
+    assert not problems(at), problems(at)
+    link = dict(at.query_params)
+    assert (link["ip_w1"], link["ip_w3"], link["ip_steps"], link["ip_method"]) == ("0.5", "0.0", "5", '"spherical"')
+    shown = panel_data(at)
+
+    fresh = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    fresh.query_params.update(link)
+    monkeypatch.setenv("NVP_MODELS_DIR", str(fixture_dir))
+    fresh.switch_page("views/interpolate.py").run()
+    assert not problems(fresh), problems(fresh)
+    got = panel_data(fresh)
+    assert got["settings"] == shown["settings"] and got["frames"] == shown["frames"]
+
+    bad = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    bad.query_params.update({**link, "ip_steps": "99", "ip_w2": '"x"'})
+    bad.switch_page("views/interpolate.py").run()
+    assert not bad.exception, [e.message for e in bad.exception]
+    assert any("do not fit this model" in w.value for w in bad.warning)
+    assert panel_data(bad)["settings"] == {"method": "linear", "steps": 9, "weights": [1.0, 1.0, 1.0]}
+
+    before = panel_data(at)
+    for change in ({"steps": 99}, {"weights": [1.0]}, {"method": "cubic"}, {"weights": [2.0, 0, 0]}, {"seq": "x"}):
+        panel_change(at, **change)
+        assert not problems(at), (change, problems(at))
+        assert panel_data(at)["settings"] == before["settings"] and panel_data(at)["frames"] == before["frames"]
+    panel_change(at, steps=6)
+    assert panel_data(at)["settings"]["steps"] == 6 and panel_data(at)["seq"] == before["seq"] + 1
+
+
 def test_runs_page_shows_a_run_and_opens_its_checkpoint(
     monkeypatch: pytest.MonkeyPatch, fixture_dir: Path, tmp_path: Path
 ) -> None:
@@ -314,16 +352,9 @@ def changed(at: AppTest, widget: object, value: object, caption_prefix: str) -> 
     assert url() != before, f"{caption_prefix} did not change"
 
 
-def frame_player(at: AppTest) -> str:
-    """The HTML of the page's one frame player (app/player.py; its slider runs in the browser, not here)."""
-    bodies = [h.value for h in at.html if "nvp-player" in h.value]
-    assert len(bodies) == 1, f"{len(bodies)} frame players"
-    return bodies[0]
-
-
 def player_frames(at: AppTest) -> np.ndarray:
-    """The uint8 ``[N, C, H, W]`` frames the page's frame player carries (PNG ``data:`` addresses)."""
-    srcs = re.findall(r'"data:image/png;base64,([A-Za-z0-9+/=]+)"', frame_player(at).split("<script>", 1)[1])
+    """The uint8 ``[N, C, H, W]`` frames the page's path panel carries (PNG ``data:`` addresses)."""
+    srcs = [src.split(",", 1)[1] for src in panel_data(at)["frames"]]
     arrays = [np.asarray(Image.open(io.BytesIO(base64.b64decode(s)))) for s in srcs]
     return np.stack([a[None] if a.ndim == 2 else a.transpose(2, 0, 1) for a in arrays])
 
@@ -341,9 +372,9 @@ def test_interpolation_frames_stay_the_decoded_path_as_single_levels_move(
     assert L == 3
     weights = [1.0] * L
     for level, w in ((2, 0.3), (1, 0.6), (1, 0.2), (3, 0.5), (1, 0.9), (2, 0.0)):
-        by_label(at.slider, f"level {level}").set_value(w).run()
-        assert not problems(at), problems(at)
         weights[level - 1] = w
+        panel_change(at, weights=weights)
+        assert not problems(at), problems(at)
         expected = compute.decode(model, interpolate(za, zb, 9, level_weights=weights))
         assert np.array_equal(player_frames(at), expected), (level, w)
     # The strip above the player is the same frames side by side, pixel for pixel.
@@ -381,10 +412,11 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
     assert not problems(at) and any(c.startswith("x: gallery #") and f"({name})" in c for c in image_urls(at))
 
     goto(at, "interpolate")
-    player = frame_player(at)
-    changed(at, by_label(at.slider, "level 1"), 0.0, "A → B")
-    assert frame_player(at) != player, "the frame player did not get the new path's frames"
-    changed(at, by_label(at.radio, "Path"), "spherical", "A → B")
+    for change in ({"weights": [0.0] + panel_data(at)["settings"]["weights"][1:]}, {"method": "spherical"}):
+        before = panel_data(at)
+        panel_change(at, **change)
+        after = panel_data(at)
+        assert not problems(at) and after["strip"] != before["strip"] and after["frames"] != before["frames"], change
 
     goto(at, "manifold")
     changed(at, by_label(at.slider, "Grid size n"), 4, "Manifold")
@@ -431,11 +463,17 @@ def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fix
 
 
 def test_interpolation_presets_set_the_level_weights(monkeypatch: pytest.MonkeyPatch, fixture_dir: Path) -> None:
+    """The panel offers the three presets (a click sets the sliders in the browser and sends them, as the e2e
+    test checks); sending a preset's weights draws that path."""
     at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "interpolate")
+    data = panel_data(at)
+    assert data["levels"] == ["level 1 (finest)", "level 2", "level 3 (coarsest)"]
+    presets = dict((name, values) for name, values in data["presets"])
+    assert presets == {"all levels": [1, 1, 1], "coarsest only": [0, 0, 1], "finest only": [1, 0, 0]}
     before = image_urls(at)
-    by_label(at.button, "coarsest only").click().run()
+    panel_change(at, weights=presets["coarsest only"])
     assert not problems(at) and not at.warning, (problems(at), [w.value for w in at.warning])
-    assert [by_label(at.slider, n).value for n in ("level 1 (finest)", "level 2", "level 3 (coarsest)")] == [0, 0, 1]
+    assert panel_data(at)["settings"]["weights"] == [0, 0, 1]
     strip = next(c for c in image_urls(at) if c.startswith("A → B"))
     assert strip.endswith("level weights 0, 0, 1)") and strip not in before
 
@@ -619,8 +657,8 @@ def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatc
     by_label(at.number_input, "Seed").set_value(11).run()
     by_label(at.slider, "Grid side").set_value(3).run()
     goto(at, "interpolate")
-    by_label(at.button, "finest only").click().run()
-    by_label(at.slider, "Frames").set_value(5).run()
+    panel_change(at, weights=[1.0, 0.0])
+    panel_change(at, steps=5)
     memo = at.session_state["_memo:interp"][0]
     goto(at, "encode")
     by_label(at.number_input, "Gallery image").set_value(4).run()
@@ -630,8 +668,7 @@ def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatc
     assert by_label(at.number_input, "Seed").value == 11 and by_label(at.slider, "Grid side").value == 3
     assert any(c.startswith("9 samples, seed 11") for c in image_urls(at)), list(image_urls(at))
     goto(at, "interpolate")
-    assert by_label(at.slider, "Frames").value == 5
-    assert [by_label(at.slider, f"level {lv}").value for lv in (1, 2)] == [1.0, 0.0]
+    assert panel_data(at)["settings"] == {"method": "linear", "steps": 5, "weights": [1.0, 0.0]}
     assert at.session_state["_memo:interp"][0] == memo, "the memoised path is reused, not recomputed"
     goto(at, "encode")
     assert by_label(at.number_input, "Gallery image").value == 4

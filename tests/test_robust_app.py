@@ -18,6 +18,7 @@ from hostile import corpus
 from streamlit.testing.v1 import AppTest
 
 from app.widgets import IMAGE_TYPES
+from bench.serving import panel_change
 from nvp_core import RealNVP, load_model
 from nvp_core.latent import interpolate
 from nvp_core.likelihood import fixed_noise_bits_per_dim
@@ -196,8 +197,8 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
     b.switch_page("views/interpolate.py").run()
     ok(a), ok(b)
     by_label(a.number_input, "Gallery image").set_value(5).run()
-    by_label(b.slider, "level 1").set_value(0.25).run()
-    by_label(b.radio, "Path").set_value("spherical").run()
+    panel_change(b, weights=[0.25, 1.0])
+    panel_change(b, method="spherical")
     ok(a), ok(b)
     expect_encoding(a, 5)
     gb = b.session_state["_memo:interp"][0]

@@ -127,6 +127,47 @@ def test_the_frame_player_shows_the_strips_frames_byte_for_byte(page, network: N
     assert not exceptions(page), exceptions(page)
 
 
+def test_the_path_panel_keeps_focus_presets_and_quick_moves_and_downloads_what_it_shows(
+    page, network: Network, app_url: str
+) -> None:
+    """Interpolate's settings are one browser element (app/path_panel.js): a weight slider keeps the keyboard
+    focus across the reruns it causes; four quick presses end at the fourth value, not an older answer; a preset
+    button sets every weight and draws that path; the path's radio works; and the downloads, which live outside
+    the panel's fragment, hand out the path on screen (the PNG is the shown strip enlarged ×4)."""
+    page.goto(f"{app_url}/interpolate")
+    settle(page)
+    thumb = page.locator('.nvp-panel input[type="range"][aria-label="level 1 (finest)"]')
+    thumb.focus()
+    for _ in range(4):
+        thumb.press("ArrowLeft")  # no wait: the presses overtake the server's answers
+    settle(page)
+    page.wait_for_function("() => document.querySelector('.nvp-strip-caption').innerText.includes('weights 0.8,')")
+    assert thumb.input_value() == "0.8"
+    assert page.evaluate("() => document.activeElement.getAttribute('aria-label')") == "level 1 (finest)"
+    thumb.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('.nvp-strip-caption').innerText.includes('weights 0.85,')")
+
+    page.get_by_role("button", name="coarsest only").click()
+    page.wait_for_function("() => /weights (0, )+1\\)$/.test(document.querySelector('.nvp-strip-caption').innerText)")
+    values = page.locator('.nvp-panel input[type="range"][aria-label^="level"]').evaluate_all(
+        "els => els.map(e => e.value)"
+    )
+    assert values[-1] == "1" and set(values[:-1]) == {"0"}, values
+    page.get_by_label("spherical").check()
+    page.wait_for_function("() => document.querySelector('.nvp-strip-caption').innerText.includes('(spherical;')")
+    settle(page)
+
+    shown = _data_pixels(page.locator(".nvp-strip-img").get_attribute("src"))
+    with page.expect_download() as got:
+        page.get_by_role("button", name="Strip (PNG)").click()
+    png = np.asarray(Image.open(got.value.path()))
+    png = png[None] if png.ndim == 2 else png.transpose(2, 0, 1)
+    np.testing.assert_array_equal(png[:, ::4, ::4], shown)
+    assert png.shape[1:] == (4 * shown.shape[1], 4 * shown.shape[2])
+    assert not network.offsite, network.offsite
+    assert not exceptions(page), exceptions(page)
+
+
 @pytest.mark.parametrize("name", list(PAGES))
 def test_every_page_without_exception_and_screenshot(page, app_url: str, name: str) -> None:
     page.goto(f"{app_url}/{PAGES[name]}")
