@@ -6,7 +6,10 @@ gradient clipping, its loss). Ours: the same architecture (``bench.train_speed.P
 trainer's default settings (``train.loop``: its optimiser, loss and clipping; ``--precision auto``, i.e. the
 fast path :func:`nvp_core.fastpath.choose` measured and cached for this machine). The steps alternate
 (reference, ours, ...) so that machine load hits both alike; FLOP/s of ours is given as a share of the best
-3×3 convolution rate measured in the same run. The reference is never copied into this repository::
+3×3 convolution rate measured in the same run: the best of the convolution table (measured first, on a quiet
+machine), and that same convolution timed once per round between the steps (``share_of_conv_alternating``: the
+rate a convolution reaches in the state the steps leave the machine in, caches and memory included). The reference
+is never copied into this repository::
 
     git clone https://github.com/chrischute/real-nvp /tmp/chrischute-real-nvp
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
@@ -27,7 +30,7 @@ from typing import Any
 import torch
 
 from bench.common import load_now, machine_info, median, table, time_alternating, write_results
-from bench.conv import conv_reference
+from bench.conv import conv_rate, conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
 from nvp_core.fastpath import choose, compile_nets
@@ -112,9 +115,17 @@ class Ours:
         self.opt.step()
 
 
-def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1, long_run: bool = False) -> dict[str, Any]:
+def side_by_side(
+    ref_path: Path,
+    batch: int,
+    repeats: int,
+    warmup: int = 1,
+    long_run: bool = False,
+    conv: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Images/s of the reference and of ours (and with ``long_run`` ours as a long run trains), alternating step
-    by step after ``warmup`` steps each."""
+    by step after ``warmup`` steps each. ``conv`` (a row of :func:`bench.conv.conv_reference`): that convolution's
+    rate is measured once per round too, between the steps, so that it sees the machine as the steps do."""
     runners: list[Reference | Ours] = [Reference(ref_path, batch), Ours(batch)]
     if long_run:
         runners.append(Ours(batch, long_run=True))
@@ -126,7 +137,12 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1, long
             r.step()
         warm[r.name] = round(time.perf_counter() - t, 2)
     loads = [load_now()]
-    times = time_alternating({r.name: r.step for r in runners}, repeats, lambda: loads.append(load_now()))
+    calls = {r.name: r.step for r in runners}
+    rates: list[float] = []
+    if conv is not None:
+        dtype, cl, n = getattr(torch, conv["dtype"]), conv["layout"] == "channels_last", conv["shape"][0]
+        calls["conv"] = lambda: rates.append(conv_rate(dtype, cl, batch=n, min_seconds=0.3)["gflops_per_s"])
+    times = time_alternating(calls, repeats, lambda: loads.append(load_now()))
     rows: list[dict[str, Any]] = []
     for r in runners:
         step_s = median(times[r.name])
@@ -142,16 +158,23 @@ def side_by_side(ref_path: Path, batch: int, repeats: int, warmup: int = 1, long
         )
     for row in rows[1:]:
         row["speedup_vs_reference"] = round(row["images_per_s"] / rows[0]["images_per_s"], 2)
-    return {"rows": rows, "fast_path": choice.to_dict(), "load_during": [min(loads), max(loads)]}
+    alternating = {**conv, "gflops_per_s_all": rates, "gflops_per_s": round(median(rates), 2)} if conv else None
+    return {
+        "rows": rows,
+        "fast_path": choice.to_dict(),
+        "load_during": [min(loads), max(loads)],
+        "conv_alternating": alternating,
+    }
 
 
-def profile_ours(batch: int, steps: int) -> str:
+def profile_ours(batch: int, steps: int, long_run: bool = False) -> str:
     """Where our training step's time goes: ``torch.profiler`` self CPU time per op over ``steps`` steps (after
-    one warm-up), the 12 largest, and the share of all convolution work."""
+    warm-up: one step, three when ``long_run`` compiles), the 12 largest, and the share of all convolution work."""
     from torch.profiler import ProfilerActivity, profile
 
-    ours = Ours(batch)
-    ours.step()
+    ours = Ours(batch, long_run=long_run)
+    for _ in range(3 if long_run else 1):
+        ours.step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             ours.step()
@@ -176,12 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-run", action="store_true", help="also ours as the trainer runs a budget of "
                    f">= {AUTO_MIN_MINUTES:.0f} min (--compile auto compiles; its first step includes "
                    "compiling)")  # fmt: skip
-    p.add_argument("--profile", type=int, default=0, metavar="STEPS", help="instead: profile our step by op")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="instead: profile our step by op (with --long-run: the compiled step)")  # fmt: skip
     args = p.parse_args(argv)
     if args.profile:
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(profile_ours(args.batch, args.profile))
+        print(profile_ours(args.batch, args.profile, args.long_run))
         return 0
     if not (args.reference / "models" / "real_nvp").is_dir():
         p.error(f"{args.reference} is not a checkout of chrischute/real-nvp (no models/real_nvp)")
@@ -189,18 +213,24 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     info = machine_info()
     print("machine:", {k: info[k] for k in ("cpu", "cpu_isa_flags", "torch_threads", "loadavg_1_5_15")})
-    res = side_by_side(args.reference, args.batch, args.repeats, long_run=args.long_run)
-    flops = count_step_flops(PAPER_28)
+    # The convolutions first: the best one is then also timed between the training steps (same machine state).
     conv = [] if args.no_conv else conv_reference()
     best = max(conv, key=lambda c: c["gflops_per_s"]) if conv else None
+    res = side_by_side(args.reference, args.batch, args.repeats, long_run=args.long_run, conv=best)
+    flops = count_step_flops(PAPER_28)
+    alternating = res["conv_alternating"]
     for r in res["rows"]:
         gf = r["images_per_s"] * flops["flops_per_image"] / 1e9
         r["gflops_per_s"] = round(gf, 1)
         r["share_of_best_conv"] = round(gf / best["gflops_per_s"], 3) if best else None
+        r["share_of_conv_alternating"] = round(gf / alternating["gflops_per_s"], 3) if alternating else None
     print(f"fast path (ours): {res['fast_path']}")
-    if conv:
+    if best and alternating:
         print(table(conv, ["dtype", "layout", "pass", "shape", "gflops_per_s", "load"]))
-    cols = ["implementation", "batch", "images_per_s", "speedup_vs_reference", "gflops_per_s", "share_of_best_conv"]
+        print(f"the best ({best['dtype']} {best['layout']} {best['pass']}) between the steps: "
+              f"{alternating['gflops_per_s']} GFLOP/s (median of {alternating['gflops_per_s_all']})")  # fmt: skip
+    cols = ["implementation", "batch", "images_per_s", "speedup_vs_reference", "gflops_per_s", "share_of_best_conv",
+            "share_of_conv_alternating"]  # fmt: skip
     print(table(res["rows"], cols + ["step_s_all", "warmup_s"]))
     print(f"{flops['gflop_per_image']} GFLOP per image fwd+bwd; load during {res['load_during']}")
     path = write_results(
