@@ -55,8 +55,8 @@ def path_view(za: list, zb: list, key: str) -> None:
     strip = (mosaic, f"A → B in {steps} frames ({method}; level weights {label})", width)
     path_panel.show(ctx, path_panel.payload(ctx, settings, frames, strip, presets, level_names))
     latest.update(mosaic=mosaic, zpath=zpath, frames=frames, weights=np.array(weights))
-    # The address bar follows after the pictures: its update costs the browser ~4 ms of script per move, which
-    # the new picture need not wait for.
+    # The address bar follows after the pictures: the browser's update of it (history, page-route matching) is
+    # script work per move that the new picture need not wait for.
     path_panel.read(ctx)
 
 
