@@ -3,8 +3,8 @@
     .venv/bin/python tests/e2e/latency.py [MODELS_DIR] [--moves 10]
 
 Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow keys on two sliders: "Frame"
-(the frame player's, which browses decoded frames in the browser: app/player.py) and "level 1 (finest)" (a
-server rerun that re-decodes every frame in one inverse call).
+(the path panel's frame browser, which swaps decoded frames in the browser: app/path_panel.py) and "level 1
+(finest)" (the panel's weight: a fragment rerun that re-decodes every frame in one inverse call).
 Prints the median and 90th percentile, and the server-side compute of one weight change, as JSON. With
 ``--baseline`` it also times a trivial Streamlit app (one slider and one image in a fragment): the floor that
 Streamlit and the browser set on this machine at its current load. ``--fresh`` moves every slider one way, so
@@ -18,8 +18,8 @@ own counters over moves that nothing of ours polls) and the websocket messages p
 
 ``--page-cost ROUNDS`` measures instead what a page's size costs a fragment rerun: the trivial app alone, with
 12 rows of widgets (in columns or in a horizontal container) or of text outside its fragment, or with 10 more
-elements inside it. ``--fragment-cost ROUNDS``: what the Interpolate fragment's own contents (the frame player
-with its strip, the weight sliders, the downloads) cost in the trivial app, without the rest of the page.
+elements inside it. ``--fragment-cost ROUNDS``: what the Interpolate fragment's own contents (the path panel, and
+the panel with Streamlit sliders or downloads beside it) cost in the trivial app, without the rest of the page.
 """
 
 from __future__ import annotations
@@ -182,40 +182,46 @@ PAGE_COST_ROWS = {
 }
 
 
-# What the Interpolate fragment's contents cost on an otherwise trivial page (``--fragment-cost``): its picture
-# as st.html, the frame player with its strip (9 frames), + the three weight sliders, + three downloads.
-_FRAGMENT_HEAD = """
+# What Interpolate's fragment contents cost on an otherwise trivial page (``--fragment-cost``): the path panel
+# (app/path_panel.py, one components-v2 element: settings, strip, frame browser, loop; 9 synthetic frames), driven
+# by its level-1 weight; + 3 Streamlit sliders in the fragment; + 3 download buttons in it. Each entry: the app's
+# source, the slider the moves press and the caption of the picture that must change.
+_PANEL_APP = """
 import numpy as np, streamlit as st
-from app import compute, player
+from app import compute, path_panel
 st.title("baseline")
+class Model:
+    num_levels = 3
+class Ctx:  # what path_panel needs of app.state.Ctx
+    model = Model()
+    def k(self, name): return "h|" + name
+    def s(self, name): return self.k(name)
+ctx = Ctx()
+path_panel.read(ctx)
 @st.fragment
 def f():
-    k = st.slider("Frame", 0, 100, 50)
-    strip = np.full((1, 28, 28 * 9), k * 2, np.uint8)
-    frames = np.stack([np.full((1, 28, 28), (k * 2 + j) % 256, np.uint8) for j in range(9)])
-"""
-_PLAYER = """    html = player.player_html(frames, [f"f {j}" for j in range(9)], strip=(strip, f"frame {k}", 600))
-    st.html(html.replace('aria-label="Frame"', 'aria-label="Browse"'), unsafe_allow_javascript=True)
+    settings = path_panel.read(ctx, link=False)
+    k = int(round(100 * settings.weights[0]))
+    frames = np.stack([np.full((1, 28, 28), (2 * k + 20 * j) % 256, np.uint8) for j in range(settings.steps)])
+    strip = (compute.grid(frames, settings.steps), f"A → B, weight {k}", 600)
+    names = ["level 1 (finest)", "level 2", "level 3 (coarsest)"]
+    path_panel.show(ctx, path_panel.payload(ctx, settings, frames, strip, {"all levels": [1.0] * 3}, names))
+EXTRA
+f()
 """
 _SLIDERS = """    with st.container(horizontal=True):
         for j in range(3):
-            st.slider(f"level {j}", 0.0, 1.0, 1.0, key=f"lv{j}")
+            st.slider(f"other {j}", 0.0, 1.0, 1.0, key=f"lv{j}")
 """
 _DOWNLOADS = """    with st.container(horizontal=True):
         for j in range(3):
             st.download_button(f"file {j}", data=compute.png_bytes(frames[0]) + bytes([k]), file_name=f"f{j}.png")
 """
-FRAGMENT_COST = {
-    "trivial (st.image)": BASELINE_APP,
-    "st.html picture": _FRAGMENT_HEAD
-    + """    src = player.data_url(compute.png_bytes(strip, compress_level=1))
-    st.html(f'<figure class="nvp-strip"><img class="nvp-strip-img" src="{src}" width="600">'
-            f'<figcaption class="nvp-strip-caption">frame {k}</figcaption></figure>')
-f()
-""",
-    "frame player + strip": _FRAGMENT_HEAD + _PLAYER + "f()\n",
-    "+ 3 sliders": _FRAGMENT_HEAD + _SLIDERS + _PLAYER + "f()\n",
-    "+ 3 sliders + 3 downloads": _FRAGMENT_HEAD + _SLIDERS + _PLAYER + _DOWNLOADS + "f()\n",
+FRAGMENT_COST: dict[str, tuple[str, str, str]] = {
+    "trivial (st.image)": (BASELINE_APP, "Frame", "frame "),
+    "path panel": (_PANEL_APP.replace("EXTRA\n", ""), "level 1 (finest)", "A → B"),
+    "path panel + 3 sliders": (_PANEL_APP.replace("EXTRA\n", _SLIDERS), "level 1 (finest)", "A → B"),
+    "path panel + 3 downloads": (_PANEL_APP.replace("EXTRA\n", _DOWNLOADS), "level 1 (finest)", "A → B"),
 }
 
 
@@ -238,8 +244,11 @@ def summary(ts: list[float], phases: dict[str, float | None]) -> dict[str, objec
     }
 
 
-def baseline(browser: object, n: int, fresh: bool, source: str = BASELINE_APP) -> dict[str, object]:
-    """The trivial app's (or ``source``'s) slider: timed moves, then the main thread's work per move."""
+def baseline(
+    browser: object, n: int, fresh: bool, source: str = BASELINE_APP, slider: str = "Frame", caption: str = "frame "
+) -> dict[str, object]:
+    """The trivial app's (or ``source``'s) ``slider``: timed moves until the picture captioned ``caption`` changes,
+    then the main thread's work per move."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -250,19 +259,22 @@ def baseline(browser: object, n: int, fresh: bool, source: str = BASELINE_APP) -
             page.add_init_script(PHASES_INIT_JS)
             page.goto(url)
             settle(page)
-            moves(page, "Frame", "frame ", 2)
-            result = summary(*moves(page, "Frame", "frame ", n, fresh=fresh))
-            result["browser"] = quiet_moves(page, "Frame", n, fresh)
+            moves(page, slider, caption, 2)
+            result = summary(*moves(page, slider, caption, n, fresh=fresh))
+            result["browser"] = quiet_moves(page, slider, n, fresh)
             page.close()
     return result
 
 
-def page_cost(browser: object, n: int, rounds: int, apps: dict[str, str]) -> dict[str, list[dict[str, object]]]:
-    """Each of ``apps`` (name: source) in turn, ``rounds`` times (so that load drifts hit them alike)."""
+def page_cost(
+    browser: object, n: int, rounds: int, apps: dict[str, tuple[str, str, str]]
+) -> dict[str, list[dict[str, object]]]:
+    """Each of ``apps`` (name: source, slider, caption) in turn, ``rounds`` times (so that load drifts hit them
+    alike)."""
     out: dict[str, list[dict[str, object]]] = {name: [] for name in apps}
     for r in range(rounds):
-        for name, source in apps.items():
-            res = baseline(browser, n, False, source)
+        for name, (source, slider, caption) in apps.items():
+            res = baseline(browser, n, False, source, slider, caption)
             out[name].append(res)
             b, t = cast(dict[str, float], res["browser"]), cast(float, res["median_s"])
             print(f"round {r + 1}: {name:58s} {1000 * t:6.1f} ms, main thread {b['main_thread_ms']} "
@@ -283,7 +295,11 @@ def main() -> None:
     models_dir = Path(args.models_dir)
     result: dict[str, object] = {"machine": machine_info(), "load_average": os.getloadavg(), "fresh": args.fresh}
     if args.page_cost or args.fragment_cost:
-        apps = {name: page_cost_app(rows) for name, rows in PAGE_COST_ROWS.items()} if args.page_cost else FRAGMENT_COST
+        apps = (
+            {name: (page_cost_app(rows), "Frame", "frame ") for name, rows in PAGE_COST_ROWS.items()}
+            if args.page_cost
+            else FRAGMENT_COST
+        )
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
             key = "page_cost" if args.page_cost else "fragment_cost"
