@@ -96,9 +96,13 @@ function build(host, data) {
   player.append(strip, one, loop);
   ui.figures = [one, loop];
   ui.browse.addEventListener("input", () => showFrame(ui, Number(ui.browse.value)));
-  ui.playing = !matchMedia("(prefers-reduced-motion: reduce)").matches;
-  ui.play.addEventListener("click", () => { ui.playing = !ui.playing; ui.play.textContent = ui.playing ? "pause" : "play"; });
-  ui.play.textContent = ui.playing ? "pause" : "play";
+  // The loop plays unless the reader asks for reduced motion (also when that setting changes later).
+  const motion = matchMedia("(prefers-reduced-motion: reduce)");
+  const label = () => { ui.play.textContent = ui.playing ? "pause" : "play"; };
+  ui.playing = !motion.matches;
+  motion.addEventListener("change", () => { ui.playing = !motion.matches; label(); });
+  ui.play.addEventListener("click", () => { ui.playing = !ui.playing; label(); });
+  label();
 
   root.append(settings, player);
   host.append(root);

@@ -27,7 +27,7 @@ def exceptions(page: Page) -> list[str]:
     return page.locator('[data-testid="stException"]').all_inner_texts()
 
 
-# A captioned picture: an st.image, or the strip inside the frame player (app/player.py).
+# A captioned picture: an st.image, or the strip of the path panel (app/path_panel.py).
 PICTURES = '[data-testid="stImage"], figure.nvp-strip'
 
 # True once a picture whose caption starts with ``cap`` shows another address than ``src``.

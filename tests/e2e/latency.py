@@ -70,7 +70,7 @@ def moves(
     page: object, slider: str, caption: str, n: int, player: bool = False, fresh: bool = False
 ) -> tuple[list[float], dict[str, float | None]]:
     """Seconds from each key press on ``slider`` to a new picture (the one captioned ``caption``: an ``st.image``
-    or the frame player's strip; with ``player`` the frame player's picture), and the median of each of
+    or the path panel's strip; with ``player`` the panel's frame browser), and the median of each of
     ``PHASES`` in ms. ``fresh``: every press goes left (a value the app has not seen); otherwise they alternate."""
     out, phases = [], []
     for k in range(n):
@@ -321,7 +321,7 @@ def main() -> None:
             result[name] = summary(
                 *moves(page, slider, caption, args.moves, player=name == "frame", fresh=args.fresh and name != "frame")
             )
-        # The frame players of later reruns start paused, so that their animation is not counted as move work.
+        # The panel's loop stops (reduced motion), so that its animation is not counted as move work.
         page.emulate_media(reduced_motion="reduce")
         result["level_weight"]["browser"] = quiet_moves(page, "level 1 (finest)", args.moves, args.fresh)  # type: ignore[index]
         if args.baseline:

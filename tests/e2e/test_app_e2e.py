@@ -202,7 +202,7 @@ def _served_pixels(page, app_url: str, caption: str) -> np.ndarray:
     img = image_with_caption(page, caption)
     img.wait_for(state="attached")
     src = img.get_attribute("src")
-    if src.startswith("data:"):  # the frame player's strip: the bytes came inside the page's message
+    if src.startswith("data:"):  # the path panel's strip: the bytes came inside the page's message
         return _data_pixels(src)
     resp = page.request.get(urljoin(app_url + "/", src))
     assert resp.headers["content-type"] == "image/png", resp.headers["content-type"]
