@@ -132,7 +132,8 @@ def test_the_path_panel_keeps_focus_presets_and_quick_moves_and_downloads_what_i
 ) -> None:
     """Interpolate's settings are one browser element (app/path_panel.js): a weight slider keeps the keyboard
     focus across the reruns it causes; four quick presses end at the fourth value, not an older answer; a preset
-    button sets every weight and draws that path; the path's radio works; and the downloads, which live outside
+    button sets every weight and draws that path; the path's radio works; the loop stops for reduced motion; and
+    the downloads, which live outside
     the panel's fragment, hand out the path on screen (the PNG is the shown strip enlarged ×4)."""
     page.goto(f"{app_url}/interpolate")
     settle(page)
@@ -156,6 +157,13 @@ def test_the_path_panel_keeps_focus_presets_and_quick_moves_and_downloads_what_i
     page.get_by_label("spherical").check()
     page.wait_for_function("() => document.querySelector('.nvp-strip-caption').innerText.includes('(spherical;')")
     settle(page)
+
+    # The loop stops when the reader asks for reduced motion, also after the panel was built.
+    page.emulate_media(reduced_motion="reduce")
+    page.wait_for_function("() => document.querySelector('.nvp-player button').textContent === 'play'")
+    anim = page.locator(".nvp-anim").get_attribute("src")
+    page.wait_for_timeout(600)  # five periods of the loop
+    assert page.locator(".nvp-anim").get_attribute("src") == anim
 
     shown = _data_pixels(page.locator(".nvp-strip-img").get_attribute("src"))
     with page.expect_download() as got:
