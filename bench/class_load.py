@@ -179,7 +179,7 @@ class Client:
             raise LookupError("no path panel on the page")
         element_id, fragment, data = self.panel
         settings = dict(data["settings"], seq=data["seq"] + 1)
-        settings["weights"] = [value if lv == level else w for lv, w in enumerate(settings["weights"], start=1)]
+        settings["weights"] = serving.weights_with(settings["weights"], level, value)
         wid, value_json = serving.panel_trigger(element_id, settings)
         page = self.pages.get(self.current_page, "")
         return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)

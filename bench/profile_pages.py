@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine_info, table, write_results
-from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, panel_change
+from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, panel_change, weights_with
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 
@@ -75,7 +75,7 @@ def _profiled(fn: Any) -> tuple[float, float, pstats.Stats]:
 def _level1(at: Any, w: float) -> list[float]:
     """The path panel's weights with level 1's set to ``w`` (what moving its slider sends)."""
     weights = json.loads(at.get("bidi_component")[0].proto.json)["settings"]["weights"]
-    return [round(w, 2), *weights[1:]]
+    return weights_with(weights, 1, round(w, 2))
 
 
 def main(argv: list[str] | None = None) -> int:

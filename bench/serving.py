@@ -35,6 +35,12 @@ def panel_pictures(data_json: str) -> list[tuple[str, str]]:
     return [(strip["src"], strip["caption"]), *zip(data["frames"], data["captions"], strict=True)]
 
 
+def weights_with(weights: list[float], level: int, value: float) -> list[float]:
+    """``weights`` (one per level, level 1 first) with level ``level``'s set to ``value``: what moving that
+    level's slider in the path panel sends."""
+    return [value if lv == level else w for lv, w in enumerate(weights, start=1)]
+
+
 def panel_trigger(element_id: str, settings: dict[str, object]) -> tuple[str, str]:
     """The widget id and JSON value with which a browser sends the path panel's ``settings``: a components-v2
     trigger, one per component, that carries a list of ``{event, value}``."""
