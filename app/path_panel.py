@@ -94,6 +94,12 @@ def read(ctx: Ctx, link: bool = True) -> Settings:
     return parse(values[0], values[1], values[2:], levels)
 
 
+def write_link(ctx: Ctx) -> None:
+    """Puts the session's settings into the page's link (``Ctx.s`` writes only what changed)."""
+    for name in _names(ctx.model.num_levels):
+        ctx.s(name)
+
+
 def write(ctx: Ctx, settings: Settings) -> None:
     """Makes ``settings`` this session's (the link follows on the next run)."""
     values = [settings.method, settings.steps, *settings.weights]

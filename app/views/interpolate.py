@@ -57,7 +57,7 @@ def path_view(za: list, zb: list, key: str) -> None:
     latest.update(mosaic=mosaic, zpath=zpath, frames=frames, weights=np.array(weights))
     # The address bar follows after the pictures: the browser's update of it (history, page-route matching) is
     # script work per move that the new picture need not wait for.
-    path_panel.read(ctx)
+    path_panel.write_link(ctx)
 
 
 # The downloads sit outside the fragment (a weight move does not send them again) and make their bytes when
