@@ -18,7 +18,7 @@ from torch import Tensor
 
 from nvp_core import RealNVP, dequantize
 from nvp_core.latent import level_stats
-from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown
+from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_bits_per_dim_and_breakdown
 
 Latents = list[Tensor]
 BATCH = 64
@@ -88,11 +88,13 @@ def reconstruction_error(
     return float((x_rec - x).abs().max()), int(np.abs(rec.astype(int) - image.astype(int)).max()), rec
 
 
-def breakdown(model: RealNVP, image: np.ndarray, index: int = 0) -> dict[str, float]:
-    """``nvp_core.likelihood.fixed_noise_breakdown`` of one uint8 image ``[C, H, W]`` (``index``: its gallery
-    index, 0 for any other image): the terms of :func:`bits_per_dim`."""
-    parts = fixed_noise_breakdown(model, torch.from_numpy(np.array(image[None], dtype=np.uint8)), index)
-    return {k: float(v[0]) for k, v in parts.items()}
+def bits_per_dim_and_breakdown(model: RealNVP, image: np.ndarray, index: int = 0) -> tuple[float, dict[str, float]]:
+    """:func:`bits_per_dim` of one uint8 image ``[C, H, W]`` (``index``: its gallery index, 0 for any other image)
+    and its terms (``nvp_core.likelihood.fixed_noise_breakdown``), from one pass of the flow: the same number as
+    :func:`bits_per_dim`, to the bit."""
+    images = torch.from_numpy(np.array(image[None], dtype=np.uint8))
+    bpd, parts = fixed_noise_bits_per_dim_and_breakdown(model, images, index)
+    return float(bpd[0]), {k: float(v[0]) for k, v in parts.items()}
 
 
 def level_table(model: RealNVP, zs: Sequence[Tensor], parts: dict[str, float]) -> list[dict[str, object]]:

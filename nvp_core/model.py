@@ -137,10 +137,12 @@ class RealNVP(nn.Module):
         zs.append(h)
         return zs, logdet, parts
 
-    def trace(self, x: Tensor) -> tuple[list[Tensor], list[tuple[str, Tensor]]]:
-        """Latents and the log-det of every layer in order, as ``(name, logdet[B])`` (for teaching)."""
-        zs, _, parts = self._encode(x, trace=True)
-        return zs, parts
+    def trace(self, x: Tensor) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
+        """Latents, the total log-det ``[B]`` and the log-det of every layer in order, as ``(name, logdet[B])``
+        (for teaching). The total is :meth:`forward`'s to the bit: each scale sums its layers' terms in the
+        order :class:`~nvp_core.base.Sequential` does, so a number computed from a trace equals one computed
+        from :meth:`forward`."""
+        return self._encode(x, trace=True)
 
     def trace_layers(self, x: Tensor) -> tuple[list[Tensor], list[LayerRow]]:
         """Latents and one :class:`LayerRow` per layer, in the order the layers act (the logit preprocessing,
@@ -215,7 +217,12 @@ class RealNVP(nn.Module):
     # --- densities and sampling ----------------------------------------------------------------
     def log_prob(self, x: Tensor) -> Tensor:
         """``[B]`` log-density (nats) of continuous images ``x`` in (0,1)^D."""
-        zs, logdet = self(x)
+        return self.log_prob_of(*self(x))
+
+    @staticmethod
+    def log_prob_of(zs: Sequence[Tensor], logdet: Tensor) -> Tensor:
+        """``[B]`` log-density (nats) from :meth:`forward`'s latents and log-det: the change of variables
+        (eq. 3), ``log p(x) = Σ_l log N(z_l; 0, I) + log|det ∂f/∂x|``."""
         return sum(standard_normal_logprob(z) for z in zs) + logdet
 
     def _temperatures(self, temperature: Temperature) -> list[float]:

@@ -9,7 +9,12 @@ import torch
 from flow_helpers import nontrivial_model
 
 from nvp_core import FlowConfig, RealNVP, bits_per_dim, bits_per_dim_breakdown, dequantize
-from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_breakdown, fixed_noise_dequantize
+from nvp_core.likelihood import (
+    fixed_noise_bits_per_dim,
+    fixed_noise_bits_per_dim_and_breakdown,
+    fixed_noise_breakdown,
+    fixed_noise_dequantize,
+)
 
 CFG = FlowConfig(in_channels=1, image_size=8, num_scales=3, mid_channels=4, num_blocks=1)
 
@@ -86,6 +91,23 @@ def test_fixed_noise_bits_per_dim_gives_the_trainers_test_bits_per_dim() -> None
     torch.testing.assert_close(x, fixed_noise_dequantize(images, 0)[498:503], rtol=0, atol=0)
     parts = fixed_noise_breakdown(model, images[5:7], first_index=5)
     torch.testing.assert_close(sum(parts.values()), per_image[5:7], rtol=1e-5, atol=1e-5)
+
+
+def test_bits_per_dim_and_breakdown_in_one_pass_are_the_two_functions_numbers() -> None:
+    """One traced pass gives fixed_noise_bits_per_dim's numbers to the bit (float32, across noise blocks) and
+    fixed_noise_breakdown's terms, which add up to them."""
+    model = nontrivial_model(CFG, dtype=torch.float32, strength=0.3).eval()
+    images = _images(37, seed=11)
+    for first in (0, 480):  # 480: the images straddle two noise blocks
+        bpd, parts = fixed_noise_bits_per_dim_and_breakdown(model, images, first_index=first)
+        assert torch.equal(bpd, fixed_noise_bits_per_dim(model, images, first_index=first))
+        alone = fixed_noise_breakdown(model, images, first_index=first)
+        assert parts.keys() == alone.keys() and all(torch.equal(parts[k], alone[k]) for k in parts)
+        torch.testing.assert_close(sum(parts.values()), bpd, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        fixed_noise_bits_per_dim_and_breakdown(model.train(), images)
+    with pytest.raises(ValueError, match="no images"):
+        fixed_noise_bits_per_dim_and_breakdown(model.eval(), images[:0])
 
 
 def test_fixed_noise_bits_per_dim_refuses_training_mode_and_bad_indices() -> None:

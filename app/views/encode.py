@@ -29,9 +29,9 @@ state.set_current_image(ctx, picked)
 
 def analyse() -> tuple[list, dict[str, float], float, float, int, np.ndarray]:
     zs = compute.encode(model, image[None])
-    # One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show.
-    parts = compute.breakdown(model, image, index)
-    bpd = float(compute.bits_per_dim(model, image[None], index)[0])
+    # One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show,
+    # with its terms from the same pass (three passes of the flow in all, with the latents and the reconstruction).
+    bpd, parts = compute.bits_per_dim_and_breakdown(model, image, index)
     return zs, parts, bpd, *compute.reconstruction_error(model, image, zs)
 
 
