@@ -99,7 +99,8 @@ def moves(
 def quiet_moves(page: object, slider: str, n: int, fresh: bool = False) -> dict[str, float]:
     """The browser's main-thread work per move, measured apart from the timed moves (whose polling for the
     new picture is itself page work): ``n`` presses, each followed by 500 ms without any page script of ours,
-    with Chromium's own counters (``Performance.getMetrics``: all tasks, the part that ran JavaScript) and the
+    with Chromium's own counters (``Performance.getMetrics``: all tasks; of them JavaScript, style recalculation
+    and layout; the rest is painting, image decoding and the browser's own work) and the
     websocket messages that arrived. Medians per move, in ms and messages."""
     cdp = page.context.new_cdp_session(page)  # type: ignore[attr-defined]
     cdp.send("Performance.enable")
@@ -107,7 +108,13 @@ def quiet_moves(page: object, slider: str, n: int, fresh: bool = False) -> dict[
     def counters() -> dict[str, float]:
         got = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
         count = page.evaluate("() => window.__nvpLatency.msgs.length")  # type: ignore[attr-defined]
-        return {"task": got["TaskDuration"], "script": got["ScriptDuration"], "messages": count}
+        return {
+            "task": got["TaskDuration"],
+            "script": got["ScriptDuration"],
+            "style": got["RecalcStyleDuration"],
+            "layout": got["LayoutDuration"],
+            "messages": count,
+        }
 
     per: list[dict[str, float]] = []
     for k in range(n):
@@ -122,6 +129,8 @@ def quiet_moves(page: object, slider: str, n: int, fresh: bool = False) -> dict[
     return {
         "main_thread_ms": round(1000 * statistics.median(p["task"] for p in per), 1),
         "javascript_ms": round(1000 * statistics.median(p["script"] for p in per), 1),
+        "style_ms": round(1000 * statistics.median(p["style"] for p in per), 1),
+        "layout_ms": round(1000 * statistics.median(p["layout"] for p in per), 1),
         "messages": statistics.median(p["messages"] for p in per),
     }
 
