@@ -16,6 +16,7 @@ if str(_ROOT) not in sys.path:
 
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
+from streamlit.navigation.page import StreamlitPage  # noqa: E402
 
 from app import compute, state, uploads  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
@@ -138,10 +139,19 @@ def main() -> None:
     pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
     nav = st.navigation(pages)
     st.session_state.pop(state.URL_SEEDED, None)  # the settings this run takes from a link, if any
-    if not sidebar():
-        st.title("Real NVP explorer")
-        st.info("Pick or upload a model in the sidebar to start.")
-        return
+    st.session_state[state.WHOLE_RUN] = True
+    try:
+        if sidebar():
+            _page(nav)
+        else:
+            st.title("Real NVP explorer")
+            st.info("Pick or upload a model in the sidebar to start.")
+    finally:  # also when a page stops early (st.stop) or the run is replaced (st.rerun)
+        st.session_state.pop(state.WHOLE_RUN, None)
+        state.flush_link()
+
+
+def _page(nav: StreamlitPage) -> None:
     problem = st.session_state.pop(LINK_PROBLEM, None)
     if problem:
         st.warning(problem)
@@ -153,6 +163,7 @@ def main() -> None:
             raise
         # A link made for another model or edited by hand: drop its settings, say so, and show the defaults.
         names = [key.split("|", 1)[1] for key in seeded]
+        state.drop_link_writes()
         for key, name in zip(seeded, names, strict=True):
             st.session_state.pop(key, None)
             st.query_params.pop(name, None)

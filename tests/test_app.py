@@ -269,6 +269,35 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     assert by_label(bad.slider, "Grid side").value == 6 and by_label(bad.number_input, "Seed").value == 0
 
 
+def test_back_and_forward_show_the_view_of_that_history_entry(
+    monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
+) -> None:
+    """A run that the browser's Back or Forward asks for carries that entry's link, and the page shows its view
+    (the settings and their pictures); any other run keeps the session's settings, whatever query string it
+    carries (a click can leave before the browser has taken the last run's link)."""
+    from app import state
+
+    at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "sample")
+    by_label(at.number_input, "Seed").set_value(11).run()
+    eleven = at.session_state["_memo:sample"][1][0]
+    by_label(at.number_input, "Seed").set_value(12).run()
+    assert dict(at.query_params)["sa_seed"] == "12"
+
+    at.query_params["sa_seed"] = "5"  # a stale query string on an ordinary run changes nothing
+    at.run()
+    assert by_label(at.number_input, "Seed").value == 12
+
+    at.query_params["sa_seed"] = "11"  # Back to the entry written when the seed was 11
+    monkeypatch.setattr(state, "history_navigation", lambda: True)
+    at.run()
+    monkeypatch.setattr(state, "history_navigation", lambda: False)
+    assert not problems(at), problems(at)
+    assert by_label(at.number_input, "Seed").value == 11
+    np.testing.assert_array_equal(at.session_state["_memo:sample"][1][0], eleven)
+    at.run()  # and the view stays there
+    assert by_label(at.number_input, "Seed").value == 11 and dict(at.query_params)["sa_seed"] == "11"
+
+
 def test_interpolate_link_carries_the_path_and_bad_messages_change_nothing(
     monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
 ) -> None:

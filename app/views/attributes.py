@@ -107,7 +107,7 @@ if picked is None:
 z = compute.encode(model, picked[0][None])
 
 
-@st.fragment
+@state.fragment
 def edit_view(z: list, direction: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
     strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.s("at_s"), persist_state="session")

@@ -39,7 +39,7 @@ presets = {"all levels": [1.0] * L, "coarsest only": [0.0] * (L - 1) + [1.0], "f
 level_names = [widgets.level_name(ctx, lv) for lv in range(1, L + 1)]
 
 
-@st.fragment
+@state.fragment
 def path_view(za: list, zb: list, key: str) -> None:
     settings = path_panel.read(ctx, link=False)  # the page's run has read the link
     method, steps, weights = settings.method, settings.steps, list(settings.weights)

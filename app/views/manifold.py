@@ -29,7 +29,7 @@ if len(picked) < 4:
 zs4 = [compute.encode(model, c.image[None]) for c in picked]
 
 
-@st.fragment
+@state.fragment
 def grid_view(zs4: list[compute.Latents], key: str) -> None:
     z1, z2, z3, z4 = zs4
     c1, c2 = st.columns([1, 2])

@@ -44,7 +44,7 @@ assert choice is not None  # names is not empty here
 run = found[names.index(choice)]
 
 
-@st.fragment(run_every=15 if run.live else None)
+@state.fragment(run_every=15 if run.live else None)
 def run_view(run: runs.Run) -> None:
     run = next((r for r in runs.find_runs(run.path.parent) if r.path == run.path), run)  # re-read while it trains
     counters = run.state()

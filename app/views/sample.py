@@ -26,7 +26,7 @@ def _new_seed() -> None:
     st.session_state[ctx.k("sa_seed")] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-@st.fragment
+@state.fragment
 def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s("sa_seed"), persist_state="session")

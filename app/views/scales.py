@@ -41,7 +41,7 @@ with right:
     )
 
 
-@st.fragment
+@state.fragment
 def resample_view(z: list, key: str) -> None:
     c1, c2, c3 = st.columns(3)
     temp = c1.slider("Temperature of the new draws", 0.0, 1.0, 0.7, 0.05, key=ctx.s("sc_t"), persist_state="session")

@@ -269,3 +269,45 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(page, browser, app
         assert not exceptions(fresh), exceptions(fresh)
     finally:
         other.close()
+
+
+def test_the_back_button_steps_back_through_the_views_and_then_leaves_the_page(page, app_url: str) -> None:
+    """Every change of a page's settings is one entry of the browser's history (the link holds the view): Back
+    shows the view before the change, pictures and controls included, and after the page's first view it leaves
+    for the page the reader came from; Forward comes back. Opening a page is one entry, not one per setting."""
+    caption = "() => document.querySelector('.nvp-strip-caption')?.innerText || ''"
+
+    def wait_for_weights(text: str) -> None:
+        page.wait_for_function(f"() => ({caption})().includes('level weights {text})')")
+        settle(page)
+
+    page.goto(f"{app_url}/")  # Encode, the default page
+    settle(page)
+    before = page.evaluate("history.length")
+    page.locator("[data-testid=stSidebarNav] a", has_text="Interpolate").click()
+    wait_for_weights("1, 1, 1")
+    opened = page.evaluate("history.length")
+    assert opened - before <= 2  # Streamlit's entry for the page change, and the page's settings in one update
+    thumb = page.locator('.nvp-panel input[type="range"][aria-label="level 1 (finest)"]')
+    for weights in ("0.95, 1, 1", "0.9, 1, 1"):
+        thumb.focus()
+        thumb.press("ArrowLeft")
+        wait_for_weights(weights)
+    assert page.evaluate("history.length") == opened + 2  # one entry per move
+
+    page.go_back()
+    wait_for_weights("0.95, 1, 1")
+    assert thumb.input_value() == "0.95" and "ip_w1=0.95" in page.url
+    page.go_back()
+    wait_for_weights("1, 1, 1")
+    assert thumb.input_value() == "1"
+    for _ in range(2):  # the page's first view, then the page before it
+        if page.locator("h1", has_text="Encode").count():
+            break
+        page.go_back()
+        settle(page)
+    page.locator("h1", has_text="Encode").wait_for()
+    page.go_forward()
+    settle(page)
+    page.locator("h1", has_text="Interpolate").wait_for()
+    assert not exceptions(page), exceptions(page)
