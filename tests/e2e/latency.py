@@ -16,6 +16,9 @@ the new picture (fetched and decoded). ``all_s`` is what a person waits for: unt
 picture, polled once per animation frame. ``browser``: the browser's main-thread work per move (Chromium's
 own counters over moves that nothing of ours polls) and the websocket messages per move.
 
+``--js-profile`` adds where the quiet moves' JavaScript goes (V8's profiler: self time per move by script and by
+function), for Interpolate and, with ``--baseline``, the trivial app.
+
 ``--page-cost ROUNDS`` measures instead what a page's size costs a fragment rerun: the trivial app alone, with
 12 rows of widgets (in columns or in a horizontal container) or of text outside its fragment, or with 10 more
 elements inside it. ``--fragment-cost ROUNDS``: what the Interpolate fragment's own contents (the path panel, and
@@ -133,6 +136,35 @@ def quiet_moves(page: object, slider: str, n: int, fresh: bool = False) -> dict[
         "layout_ms": round(1000 * statistics.median(p["layout"] for p in per), 1),
         "messages": statistics.median(p["messages"] for p in per),
     }
+
+
+def js_profile(page: object, slider: str, n: int, top: int = 15) -> dict[str, object]:
+    """Where the page's JavaScript spends a move: V8's sampling profiler (100 µs) over ``n`` quiet moves as in
+    :func:`quiet_moves`, self time per move in ms, by script file and by function (``(program)``: the browser's own
+    work on the main thread — rendering, image decoding; ``(idle)`` left out)."""
+    import collections
+
+    cdp = page.context.new_cdp_session(page)  # type: ignore[attr-defined]
+    cdp.send("Profiler.enable")
+    cdp.send("Profiler.setSamplingInterval", {"interval": 100})
+    cdp.send("Profiler.start")
+    for k in range(n):
+        thumb = page.locator(f'input[type="range"][aria-label="{slider}"]').first  # type: ignore[attr-defined]
+        thumb.focus()
+        thumb.press("ArrowLeft" if k % 2 == 0 else "ArrowRight")
+        page.wait_for_timeout(500)  # type: ignore[attr-defined]
+    profile = cdp.send("Profiler.stop")["profile"]
+    cdp.detach()
+    frames = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+    by_file: collections.Counter[str] = collections.Counter()
+    by_function: collections.Counter[str] = collections.Counter()
+    for sample, dt in zip(profile["samples"], profile["timeDeltas"], strict=True):
+        frame = frames[sample]
+        script = frame["url"].rsplit("/", 1)[-1] or frame["functionName"]
+        by_file[script] += dt
+        by_function[f"{frame['functionName'] or '(anonymous)'} [{script}:{frame['lineNumber']}]"] += dt
+    per_move = lambda c: [(k, round(v / 1000 / n, 2)) for k, v in c.most_common() if k != "(idle)"][:top]  # noqa: E731
+    return {"by_file_ms": per_move(by_file), "by_function_ms": per_move(by_function)}
 
 
 def server_compute(models_dir: Path) -> dict[str, object]:
@@ -254,10 +286,16 @@ def summary(ts: list[float], phases: dict[str, float | None]) -> dict[str, objec
 
 
 def baseline(
-    browser: object, n: int, fresh: bool, source: str = BASELINE_APP, slider: str = "Frame", caption: str = "frame "
+    browser: object,
+    n: int,
+    fresh: bool,
+    source: str = BASELINE_APP,
+    slider: str = "Frame",
+    caption: str = "frame ",
+    profile: bool = False,
 ) -> dict[str, object]:
     """The trivial app's (or ``source``'s) ``slider``: timed moves until the picture captioned ``caption`` changes,
-    then the main thread's work per move."""
+    then the main thread's work per move (and with ``profile`` its JavaScript profile, :func:`js_profile`)."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,6 +309,8 @@ def baseline(
             moves(page, slider, caption, 2)
             result = summary(*moves(page, slider, caption, n, fresh=fresh))
             result["browser"] = quiet_moves(page, slider, n, fresh)
+            if profile:
+                result["js_profile"] = js_profile(page, slider, n)
             page.close()
     return result
 
@@ -300,6 +340,7 @@ def main() -> None:
     ap.add_argument("--page-cost", type=int, default=0, metavar="ROUNDS", help="instead: what page size costs")
     ap.add_argument("--fragment-cost", type=int, default=0, metavar="ROUNDS",
                     help="instead: what the Interpolate fragment's contents cost on a trivial page")  # fmt: skip
+    ap.add_argument("--js-profile", action="store_true", help="also profile the quiet moves' JavaScript")
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
     result: dict[str, object] = {"machine": machine_info(), "load_average": os.getloadavg(), "fresh": args.fresh}
@@ -333,8 +374,10 @@ def main() -> None:
         # The panel's loop stops (reduced motion), so that its animation is not counted as move work.
         page.emulate_media(reduced_motion="reduce")
         result["level_weight"]["browser"] = quiet_moves(page, "level 1 (finest)", args.moves, args.fresh)  # type: ignore[index]
+        if args.js_profile:
+            result["level_weight"]["js_profile"] = js_profile(page, "level 1 (finest)", args.moves)  # type: ignore[index]
         if args.baseline:
-            result["baseline_trivial_app"] = baseline(browser, args.moves, args.fresh)
+            result["baseline_trivial_app"] = baseline(browser, args.moves, args.fresh, profile=args.js_profile)
         browser.close()
     result["load_average_end"] = os.getloadavg()
     print(json.dumps(result, indent=1))
