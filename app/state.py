@@ -35,7 +35,8 @@ URL_PENDING = "_url_pending"  # settings from the link the session opened with, 
 URL_SEEDED = "_url_seeded"  # widget keys this run took from the link (cleared if the link does not fit)
 URL_READ = "_url_read"
 URL_OVERRIDE = "_url_override"  # this run follows the browser's Back/Forward: the link's values win
-LINK_OUT = "_link_out"  # the link as this run's settings have it, written in one update when the run ends
+LINK_OUT = "_link_out"  # setting name → key of what this run showed, written to the link when the run ends
+LINK_MODEL = "_link_model"  # the model's name for the link, written with the settings
 WHOLE_RUN = "_whole_run"  # set while the whole script runs (a fragment's own rerun writes the link itself)
 OPENED_RUNS = "_opened_runs"  # run checkpoints this session opened from the Runs page (the sidebar lists them)
 
@@ -105,12 +106,9 @@ class Ctx:
         if pending and name in pending and (key not in st.session_state or st.session_state.get(URL_OVERRIDE)):
             st.session_state[key] = pending.pop(name)
             st.session_state.setdefault(URL_SEEDED, []).append(key)
-        if key in st.session_state:
-            try:
-                text = json.dumps(st.session_state[key], separators=(",", ":"), ensure_ascii=False)
-            except TypeError:  # not a plain value: it stays out of the link
-                return key
-            st.session_state.setdefault(LINK_OUT, {})[name] = text
+        # Read when the run ends: a widget created after this call has its value by then, so a page's first run
+        # already puts its whole view in the link.
+        st.session_state.setdefault(LINK_OUT, {})[name] = key
         return key
 
 
@@ -176,7 +174,7 @@ def read_link(checkpoints: list[Path]) -> None:
 def write_link_model(ctx: Ctx, shareable: bool) -> None:
     """Puts the model's name in the link (``model``) when another browser can open it (not an upload)."""
     if shareable:
-        st.session_state.setdefault(LINK_OUT, {})["model"] = ctx.path.name.removesuffix(".safetensors")
+        st.session_state[LINK_MODEL] = ctx.path.name.removesuffix(".safetensors")
     elif "model" in st.query_params:
         del st.query_params["model"]
 
@@ -185,9 +183,17 @@ def flush_link() -> None:
     """Writes what this run's settings put in the link (:meth:`Ctx.s`) in one update. The browser keeps one history
     entry per update, so a page that opens or a preset that sets three weights is one step for the Back button,
     not one per setting."""
-    out = st.session_state.pop(LINK_OUT, None) or {}
+    out: dict[str, str] = st.session_state.pop(LINK_OUT, None) or {}
+    model = st.session_state.pop(LINK_MODEL, None)
     st.session_state.pop(URL_OVERRIDE, None)
-    changed = {name: text for name, text in out.items() if st.query_params.get(name) != text}
+    link = {"model": model} if model else {}
+    for name, key in out.items():
+        if key in st.session_state:
+            try:
+                link[name] = json.dumps(st.session_state[key], separators=(",", ":"), ensure_ascii=False)
+            except TypeError:  # not a plain value: it stays out of the link
+                continue
+    changed = {name: text for name, text in link.items() if st.query_params.get(name) != text}
     if changed:
         st.query_params.update(changed)
 
@@ -195,6 +201,7 @@ def flush_link() -> None:
 def drop_link_writes() -> None:
     """Forgets what this run was about to write to the link (a link that did not fit is being replaced)."""
     st.session_state.pop(LINK_OUT, None)
+    st.session_state.pop(LINK_MODEL, None)
 
 
 def fragment(func: Callable[..., None] | None = None, *, run_every: float | None = None) -> Any:

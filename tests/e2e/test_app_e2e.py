@@ -274,15 +274,21 @@ def test_a_shared_link_opens_the_same_view_in_a_fresh_browser(page, browser, app
 def test_the_back_button_steps_back_through_the_views_and_then_leaves_the_page(page, app_url: str) -> None:
     """Every change of a page's settings is one entry of the browser's history (the link holds the view): Back
     shows the view before the change, pictures and controls included, and after the page's first view it leaves
-    for the page the reader came from; Forward comes back. Opening a page is one entry, not one per setting."""
+    for the page the reader came from, as the reader left it; Forward comes back. Opening a page is one entry, not
+    one per setting, and holds the page's whole view from its first run."""
     caption = "() => document.querySelector('.nvp-strip-caption')?.innerText || ''"
 
     def wait_for_weights(text: str) -> None:
         page.wait_for_function(f"() => ({caption})().includes('level weights {text})')")
         settle(page)
 
+    index = page.locator("[data-testid=stNumberInput] input").first  # Encode's gallery image
     page.goto(f"{app_url}/")  # Encode, the default page
     settle(page)
+    index.fill("5")
+    index.press("Enter")
+    settle(page)
+    page.wait_for_function("() => location.search.includes('idx%3A-1=5')")
     before = page.evaluate("history.length")
     page.locator("[data-testid=stSidebarNav] a", has_text="Interpolate").click()
     wait_for_weights("1, 1, 1")
@@ -307,6 +313,13 @@ def test_the_back_button_steps_back_through_the_views_and_then_leaves_the_page(p
         page.go_back()
         settle(page)
     page.locator("h1", has_text="Encode").wait_for()
+    assert index.input_value() == "5"  # the other page's view as it was left
+    page.go_back()  # the page's first view, which the link held from its first run
+    settle(page)
+    assert index.input_value() == "0"
+    page.go_forward()
+    settle(page)
+    assert index.input_value() == "5"
     page.go_forward()
     settle(page)
     page.locator("h1", has_text="Interpolate").wait_for()
