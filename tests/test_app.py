@@ -297,6 +297,14 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     at.run()  # and the view stays there
     assert by_label(at.number_input, "Seed").value == 11 and dict(at.query_params)["sa_seed"] == "11"
 
+    at.query_params["sa_n"] = "99"  # an entry whose link was edited by hand: the warning and the defaults
+    monkeypatch.setattr(state, "history_navigation", lambda: True)
+    at.run()
+    monkeypatch.setattr(state, "history_navigation", lambda: False)
+    assert not at.exception, [e.message for e in at.exception]
+    assert any("do not fit this model" in w.value for w in at.warning)
+    assert by_label(at.slider, "Grid side").value == 6
+
 
 def test_interpolate_link_carries_the_path_and_bad_messages_change_nothing(
     monkeypatch: pytest.MonkeyPatch, fixture_dir: Path
