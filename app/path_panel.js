@@ -4,7 +4,9 @@
 //
 // Protocol: a change of any setting sends the whole settings object, numbered, as the trigger "settings";
 // the server echoes the number of the last settings it applied (data.seq). Settings in data older than what
-// was sent are not written back into the controls, so a quick run of key presses never snaps back.
+// was sent are not written back into the controls, so a quick run of key presses never snaps back. When the
+// controls have been still for data.settle_ms, the trigger "settled" asks the server to put the settings in
+// the page's link: one history entry per gesture, and no address-bar update in the way of each picture.
 
 const el = (tag, attrs = {}, text = "") => {
   const node = document.createElement(tag);
@@ -125,6 +127,10 @@ function show(ui) {
 function send(ui) {
   ui.seq += 1;
   ui.setTrigger("settings", { ...current(ui), seq: ui.seq });
+  clearTimeout(ui.settle);
+  ui.settle = setTimeout(() => {
+    if (ui.root.isConnected) ui.setTrigger("settled", { seq: ui.seq });
+  }, ui.settleMs);
 }
 
 function setControls(ui, s) {
@@ -174,6 +180,7 @@ export default function ({ data, parentElement, setTriggerValue }) {
     ui = parentElement.__nvpPanel = build(parentElement, data);
   }
   ui.setTrigger = setTriggerValue;
+  ui.settleMs = data.settle_ms;
   update(ui, data);
   return () => clearInterval(ui.timer);
 }

@@ -33,6 +33,8 @@ STEPS = (3, 16)
 DEFAULT_STEPS = 9
 WEIGHT_STEP = 0.05
 LOOP_MS = 120
+#: How long the controls must be still before the settings go into the page's link (see :func:`settled`).
+SETTLE_MS = 700
 
 _HERE = Path(__file__).parent
 # Not isolated in a shadow root: its class names are its own (nvp-*), and the page's tests find its pictures.
@@ -163,9 +165,22 @@ def payload(
         },
         "width": max(width, frames.shape[3]),
         "ms": LOOP_MS,
+        "settle_ms": SETTLE_MS,
     }
 
 
 def show(ctx: Ctx, data: dict[str, Any]) -> None:
     """Puts the panel on the page with :func:`payload`'s ``data``; its changes go through :func:`apply`."""
-    _COMPONENT(key=ctx.k("ip_panel"), data=data, on_settings_change=lambda: apply(ctx))
+    _COMPONENT(key=ctx.k("ip_panel"), data=data, on_settings_change=lambda: apply(ctx), on_settled_change=_ignore)
+
+
+def _ignore() -> None:
+    """The ``settled`` trigger needs no callback: :func:`settled` reads it during the rerun it causes."""
+
+
+def settled(ctx: Ctx) -> bool:
+    """Whether this run answers the panel's ``settled`` trigger: its controls have been still for ``SETTLE_MS``
+    since the last change, so the page's link takes the settings now (:func:`write_link`). Writing it on every
+    change instead made each move wait for the browser's address-bar update and history entry (bench/README.md),
+    and made the Back button step through every key press of a gesture."""
+    return st.session_state.get(ctx.k("ip_panel"), {}).get("settled") is not None

@@ -21,7 +21,7 @@ import numpy as np
 import streamlit as st
 import torch
 from sklearn.decomposition import PCA
-from streamlit.runtime.scriptrunner import get_script_run_ctx
+from streamlit.runtime.scriptrunner import RerunException, get_script_run_ctx
 
 from app import compute
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
@@ -213,6 +213,9 @@ def fragment(func: Callable[..., None] | None = None, *, run_every: float | None
         def run(*args: Any, **kwargs: Any) -> None:
             try:
                 f(*args, **kwargs)
+            except RerunException:  # a newer run replaces this one and writes the link
+                drop_link_writes()
+                raise
             finally:
                 if not st.session_state.get(WHOLE_RUN):
                     flush_link()

@@ -17,6 +17,7 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 from streamlit.navigation.page import StreamlitPage  # noqa: E402
+from streamlit.runtime.scriptrunner import RerunException  # noqa: E402
 
 from app import compute, state, uploads  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
@@ -146,7 +147,10 @@ def main() -> None:
         else:
             st.title("Real NVP explorer")
             st.info("Pick or upload a model in the sidebar to start.")
-    finally:  # also when a page stops early (st.stop) or the run is replaced (st.rerun)
+    except RerunException:  # replaced by a newer run (st.rerun, a click, Back): that run writes the link
+        state.drop_link_writes()
+        raise
+    finally:  # also when a page stops early (st.stop)
         st.session_state.pop(state.WHOLE_RUN, None)
         state.flush_link()
 

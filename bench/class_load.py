@@ -5,7 +5,9 @@ app, each replaying the browser load test's operations (``bench/load_test.py``) 
 No browser draws anything, so thirty sessions fit beside the server on two cores; the 8-browser load test
 stays the end-to-end check. Each session opens ``/_stcore/stream``, asks for a run of the app as a browser
 does, then per round: Encode page, type a new gallery index; Interpolate page, move the level-1 weight
-slider one step; Sample page, type a new seed (each preceded by a pause of ``think`` x U(0.5, 1.5) s and a
+slider one step (and, as the path panel's script does once its controls are still, send its ``settled``
+trigger: a second rerun during the pause, not counted as an interaction, whose CPU counts); Sample page, type a
+new seed (each preceded by a pause of ``think`` x U(0.5, 1.5) s and a
 page change through the navigation, which is a rerun of its own). The widget changes are sent as the browser
 sends them: a ``rerun_script`` with the widget's new state, and the fragment's id when the widget lives in an
 ``st.fragment``. The pictures each run shows are fetched from the server (``/media/...``) as a browser would.
@@ -184,6 +186,18 @@ class Client:
         page = self.pages.get(self.current_page, "")
         return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)
 
+    async def settle_panel(self) -> Run:
+        """What the path panel's script sends when its controls have been still for ``SETTLE_MS`` after a change:
+        the ``settled`` trigger, whose rerun of the panel's fragment puts the settings in the page's link."""
+        from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+        if self.panel is None:
+            raise LookupError("no path panel on the page")
+        element_id, fragment, data = self.panel
+        wid, value_json = serving.panel_trigger(element_id, {"seq": data["seq"]}, "settled")
+        page = self.pages.get(self.current_page, "")
+        return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)
+
     async def goto(self, title: str) -> Run:
         """A page change through the navigation: a rerun of that page (the browser sends no query string)."""
         self.current_page = title
@@ -237,8 +251,9 @@ class SessionResult:
     errors: list[str] = field(default_factory=list)
 
 
-async def operation(client: Client, op: str, r: int, session: int, gallery_n: int) -> float:
-    """Replays one operation; returns the server's response time of its widget change."""
+async def operation(client: Client, op: str, r: int, session: int, gallery_n: int) -> tuple[float, float]:
+    """Replays one operation; returns the server's response time of its widget change, and the seconds of the
+    person's next pause that the operation already spent (the path panel's settle step)."""
     if op == "encode":
         run = await client.set_widget(serving.GALLERY_LABEL, serving.encode_index(r, session, gallery_n))
     elif op == "interpolate":
@@ -247,7 +262,15 @@ async def operation(client: Client, op: str, r: int, session: int, gallery_n: in
         run = await client.set_widget(serving.SEED_LABEL, serving.sample_seed(r, session))
     check(run, op, serving.expected_caption(op, r, session, gallery_n))
     await client.fetch_media(run)
-    return run.seconds
+    if op != "interpolate":
+        return run.seconds, 0.0
+    # The browser's panel then waits until its controls are still and asks for the link: a second, cheap rerun
+    # during the person's pause, whose CPU counts in the class's figure (it is not a rerun the person asked for).
+    t0 = time.monotonic()
+    assert client.panel is not None  # set_weight found it
+    await asyncio.sleep(client.panel[2]["settle_ms"] / 1000)  # the data tells the browser's script how long
+    check(await client.settle_panel(), "settle", serving.expected_caption(op, r, session, gallery_n))
+    return run.seconds, time.monotonic() - t0
 
 
 async def run_session(
@@ -277,9 +300,11 @@ async def run_session(
             if r > 0 and time.monotonic() > deadline:
                 break  # out of time: report the rounds done (the report says how many)
             res.rounds = r + 1
+            spent = 0.0
             for op in OPERATIONS:
                 if think:  # a person looks at the result before the next action
-                    await asyncio.sleep(think * pauses.uniform(0.5, 1.5))
+                    await asyncio.sleep(max(0.0, think * pauses.uniform(0.5, 1.5) - spent))
+                spent = 0.0
                 try:
                     res.reruns += 1
                     nav = await client.goto(serving.PAGE_TITLES[op])
@@ -287,7 +312,8 @@ async def run_session(
                     await client.fetch_media(nav)
                     res.page_change.append(nav.seconds)
                     res.reruns += 1
-                    res.server[op].append(await operation(client, op, r, session, gallery_n))
+                    seconds, spent = await operation(client, op, r, session, gallery_n)
+                    res.server[op].append(seconds)
                     res.ok += 1
                 except Exception as e:  # a failed operation is counted and the session goes on
                     res.failed += 1

@@ -55,9 +55,10 @@ def path_view(za: list, zb: list, key: str) -> None:
     strip = (mosaic, f"A → B in {steps} frames ({method}; level weights {label})", width)
     path_panel.show(ctx, path_panel.payload(ctx, settings, frames, strip, presets, level_names))
     latest.update(mosaic=mosaic, zpath=zpath, frames=frames, weights=np.array(weights))
-    # The address bar follows after the pictures: the browser's update of it (history, page-route matching) is
-    # script work per move that the new picture need not wait for.
-    path_panel.write_link(ctx)
+    # The link takes the settings once the panel's controls are still (or with the page's whole run): the
+    # browser's update of the address bar and its history is work each move's picture need not wait for.
+    if path_panel.settled(ctx):
+        path_panel.write_link(ctx)
 
 
 # The downloads sit outside the fragment (a weight move does not send them again) and make their bytes when

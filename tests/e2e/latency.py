@@ -59,8 +59,10 @@ PHASES_INIT_JS = """(() => {
     log.loads.push([performance.now(), e.target.getAttribute('src')]); }, true);
 })()"""
 
+# The rerun's messages are those before the picture loaded: the path panel's later settle rerun is not this move's.
 PHASES_JS = """(src) => { const log = window.__nvpLatency, k = log.keys[log.keys.length - 1];
-  const msgs = log.msgs.filter(t => t >= k), load = log.loads.find(([t, s]) => t >= k && s === src);
+  const load = log.loads.find(([t, s]) => t >= k && s === src);
+  const msgs = log.msgs.filter(t => t >= k && (!load || t <= load[0]));
   return [msgs.length ? msgs[0] - k : null, msgs.length ? msgs[msgs.length - 1] - k : null,
           load ? load[0] - k : null]; }"""
 

@@ -299,7 +299,16 @@ def test_the_back_button_steps_back_through_the_views_and_then_leaves_the_page(p
         thumb.focus()
         thumb.press("ArrowLeft")
         wait_for_weights(weights)
-    assert page.evaluate("history.length") == opened + 2  # one entry per move
+        page.wait_for_function(f"() => location.search.includes('ip_w1={weights.split(',')[0]}&')")
+    assert page.evaluate("history.length") == opened + 2  # one entry per change, once the controls are still
+    for _ in range(3):  # a quick gesture of three presses is one change
+        thumb.press("ArrowLeft")
+    wait_for_weights("0.75, 1, 1")
+    page.wait_for_function("() => location.search.includes('ip_w1=0.75&')")
+    settle(page)
+    assert page.evaluate("history.length") == opened + 3
+    page.go_back()
+    wait_for_weights("0.9, 1, 1")
 
     page.go_back()
     wait_for_weights("0.95, 1, 1")
@@ -313,13 +322,15 @@ def test_the_back_button_steps_back_through_the_views_and_then_leaves_the_page(p
         page.go_back()
         settle(page)
     page.locator("h1", has_text="Encode").wait_for()
-    assert index.input_value() == "5"  # the other page's view as it was left
+    shows = "(v) => document.querySelector('[data-testid=stNumberInput] input')?.value === v"
+    page.wait_for_function(shows, arg="5")  # the other page's view as it was left
+    settle(page)
     page.go_back()  # the page's first view, which the link held from its first run
+    page.wait_for_function(shows, arg="0")
     settle(page)
-    assert index.input_value() == "0"
     page.go_forward()
+    page.wait_for_function(shows, arg="5")
     settle(page)
-    assert index.input_value() == "5"
     page.go_forward()
     settle(page)
     page.locator("h1", has_text="Interpolate").wait_for()
