@@ -11,7 +11,9 @@ is fetched), every caption is set as text (no HTML is built from strings).
 The settings live in session state under the page's link keys (``Ctx.s``: ``ip_method``, ``ip_steps``,
 ``ip_w<level>``). The browser sends all of them, numbered, as the trigger ``settings`` whenever one changes;
 :func:`apply` checks them and writes them there before the fragment runs, and the number it applied goes back
-with the next data so the browser never writes older settings into controls that have moved on.
+with the next data so the browser never writes older settings into controls that have moved on. Once the
+controls have been still for ``SETTLE_MS``, the trigger ``settled`` reruns the fragment to put the settings in the
+page's link (:func:`settled`).
 """
 
 from __future__ import annotations
