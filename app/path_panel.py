@@ -89,11 +89,9 @@ def read(ctx: Ctx, link: bool = True) -> Settings:
     defaults: list[object] = ["linear", DEFAULT_STEPS] + [1.0] * levels
     values = []
     for name, default in zip(_names(levels), defaults, strict=True):
-        key = ctx.s(name) if link else ctx.k(name)  # ctx.s seeds the key from the link once
-        if key not in st.session_state:
-            st.session_state[key] = default
-            if link:
-                ctx.s(name)  # the default goes into the link too: the address always holds the view
+        # ctx.s seeds the key from the link; the link takes its value (a default too) when the run ends
+        key = ctx.s(name) if link else ctx.k(name)
+        st.session_state.setdefault(key, default)
         values.append(st.session_state[key])
     return parse(values[0], values[1], values[2:], levels)
 
