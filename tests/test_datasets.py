@@ -141,3 +141,24 @@ def test_fixed_split_is_one_rule_for_every_dataset():
     again = fixed_split(1797, 0.2)
     assert (again[0] == tr).all() and (again[1] == te).all()
     assert len(fixed_split(3, 0.01)[1]) == 1  # at least one test item
+
+
+def test_the_validation_split_is_fixed_disjoint_and_never_in_training():
+    from train.data import load_dataset, validation_indices
+
+    whole = load_dataset("digits")
+    held = load_dataset("digits", validation_images=50)
+    idx = validation_indices(len(whole.train), 50)
+    assert torch.equal(held.validation, whole.train[torch.from_numpy(idx)])
+    assert torch.equal(held.validation_labels, whole.train_labels[torch.from_numpy(idx)])
+    assert len(held.train) == len(whole.train) - 50 and torch.equal(held.test, whole.test)
+    rest = np.setdiff1d(np.arange(len(whole.train)), idx)
+    assert torch.equal(held.train, whole.train[torch.from_numpy(rest)])
+    assert np.array_equal(idx, validation_indices(len(whole.train), 50))  # seed-independent
+
+
+def test_a_validation_split_as_large_as_the_training_set_is_a_clear_error():
+    from train.data import DataError, load_dataset
+
+    with pytest.raises(DataError, match="validation-images"):
+        load_dataset("digits", validation_images=10_000)

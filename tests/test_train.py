@@ -208,3 +208,34 @@ def test_recalibration_weighs_the_last_checkpoint_against_the_best(tmp_path, mon
     assert meta["step"] == (14 if min(scores, key=scores.get) == "last recalibrated" else 8)
     test_images = load_dataset("digits").test[:64]
     assert abs(eval_bits_per_dim(model, test_images) - meta["test_bpd"]) < 1e-9
+
+
+def test_a_validation_split_chooses_the_checkpoint_and_the_test_set_is_never_scored(tmp_path, monkeypatch):
+    import train.loop as loop
+
+    cfg = tiny(max_steps=30, warmup_steps=5, validation_images=100, bn_recalibration_batches=2)
+    splits = load_dataset("digits", validation_images=100)
+    scored: list[torch.Tensor] = []
+    real = loop.eval_bits_per_dim
+
+    def spy(model, images, *args):
+        scored.append(images)
+        return real(model, images, *args)
+
+    monkeypatch.setattr(loop, "eval_bits_per_dim", spy)
+    run(cfg, tmp_path)
+
+    assert scored and all(torch.equal(x, splits.validation[:64]) for x in scored)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "validation_bpd" in records[-1] and "test_bpd" not in records[-1]
+    model, meta = load_model(tmp_path / "best.safetensors")
+    assert meta["validation_images"] == 64 and "test_bpd" not in meta
+    assert meta["validation_bpd"] == pytest.approx(real(model, splits.validation[:64]), abs=1e-4)
+    assert "validation images" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_run_without_a_validation_split_says_so(tmp_path):
+    run(tiny(max_steps=5, warmup_steps=1), tmp_path)
+    _, meta = load_model(tmp_path / "best.safetensors")
+    assert meta["validation_images"] == 0 and "test_bpd" in meta
+    assert "no validation split" in (tmp_path / "log.txt").read_text()

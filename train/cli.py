@@ -30,7 +30,8 @@ _FIELDS = (
     "dataset", "image_size", "channels", "num_scales", "num_blocks", "mid_channels", "max_mid_channels",
     "width_growth", "logit_alpha", "bn_momentum", "bn_eps", "final_couplings",
     "batch_size", "lr", "l2", "grad_clip", "warmup_steps", "schedule", "min_lr_ratio", "epochs", "max_steps",
-    "max_minutes", "flip", "test_fraction", "eval_limit", "bn_recalibration_batches", "log_every", "seed",
+    "max_minutes", "flip", "test_fraction", "validation_images", "eval_limit", "bn_recalibration_batches",
+    "log_every", "seed",
     "precision", "compile", "half_checkpoint", "init_from", "ema",
 )  # fmt: skip
 
@@ -59,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                    help="random horizontal flips (default: on for cifar10 and celeba, as in the paper)")  # fmt: skip
     g.add_argument("--test-fraction", type=float, help="held-out fraction for digits and folders (default 0.1)")
+    g.add_argument("--validation-images", type=int, help="training images held out (a fixed split) "
+                   "to choose curve points and checkpoints; 0 = on the test set (fashion-mnist: 5000)")  # fmt: skip
 
     g = p.add_argument_group("model size")
     g.add_argument("--num-scales", "--scales", type=int, help="scales L of the multi-scale architecture")

@@ -60,6 +60,7 @@ class TrainConfig:
     # data
     flip: bool | None = None
     test_fraction: float = 0.1
+    validation_images: int = 0  # training images held out to choose checkpoints; 0: they are chosen on the test set
     # evaluation and output
     eval_limit: int = 0
     sample_temperatures: tuple[float, ...] = (1.0, 0.85, 0.7, 0.5)
@@ -94,6 +95,7 @@ class TrainConfig:
             "no training budget: set --epochs, --max-steps or --max-minutes",
         )
         need(0 < self.test_fraction < 1, f"--test-fraction must be in (0, 1), got {self.test_fraction}")
+        need(self.validation_images >= 0, f"--validation-images must be >= 0, got {self.validation_images}")
         need(
             self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision}"
         )
@@ -169,6 +171,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 64,
         "epochs": 15,
         "bn_recalibration_batches": 20,
+        "validation_images": 5000,
     },
     # The shipped 8x8 digits model (models/digits.safetensors): a few minutes on a CPU.
     "digits": {

@@ -55,6 +55,9 @@ class Splits:
     class_names: list[str] = field(default_factory=list)
     flip: bool = False
     skipped: int = 0  # unreadable files (folder datasets)
+    # Training images held out to choose checkpoints (never trained on); empty: the run chooses on the test set.
+    validation: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.uint8))
+    validation_labels: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
     @property
     def channels(self) -> int:
@@ -77,8 +80,10 @@ def load_dataset(
     channels: int = 0,
     flip: bool | None = None,
     test_fraction: float = 0.1,
+    validation_images: int = 0,
 ) -> Splits:
-    """Loads ``name`` and converts it to ``channels`` and ``image_size`` (``0``: keep the dataset's own)."""
+    """Loads ``name`` and converts it to ``channels`` and ``image_size`` (``0``: keep the dataset's own), with
+    ``validation_images`` training images held out (:func:`hold_out_validation`)."""
     data_dir = Path(data_dir).expanduser() if data_dir else None
     if name.startswith("folder:"):
         from .folder import load_folder
@@ -95,7 +100,7 @@ def load_dataset(
     else:
         raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     splits.flip = (name in _FLIP_BY_DEFAULT) if flip is None else flip
-    return convert(splits, channels, image_size)
+    return convert(hold_out_validation(splits, validation_images), channels, image_size)
 
 
 def _fashion_mnist(data_dir: Path | None) -> Splits:
@@ -156,8 +161,10 @@ def convert(splits: Splits, channels: int, image_size: int) -> Splits:
         raise DataError(f"--channels must be 1 or 3, got {channels}")
     if image_size < 0:
         raise DataError(f"--image-size must be positive, got {image_size}")
-    for attr in ("train", "test"):
+    for attr in ("train", "test", "validation"):
         x = getattr(splits, attr)
+        if len(x) == 0:
+            continue
         if channels and x.shape[1] != channels:
             x = x.expand(-1, 3, -1, -1).contiguous() if channels == 3 else _luma(x)
         if image_size and x.shape[2] != image_size:
@@ -189,3 +196,24 @@ def fixed_split(n: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng(0).permutation(n)
     n_test = max(1, int(round(n * test_fraction)))
     return order[n_test:], order[:n_test]
+
+
+def validation_indices(n_train: int, n_validation: int) -> np.ndarray:
+    """The training-set indices held out for validation: the first ``n_validation`` of a fixed permutation
+    (``numpy.random.default_rng(0).permutation(n_train)``), independent of the training seed, in that order."""
+    return np.random.default_rng(0).permutation(n_train)[:n_validation]
+
+
+def hold_out_validation(splits: Splits, n: int) -> Splits:
+    """Moves ``n`` training images (:func:`validation_indices`) to ``splits.validation``; the rest keep their
+    order. ``n = 0`` holds nothing out."""
+    if n <= 0:
+        return splits
+    if n >= len(splits.train):
+        raise DataError(f"--validation-images {n}: the training split has only {len(splits.train)} images")
+    held = torch.from_numpy(validation_indices(len(splits.train), n))
+    keep = torch.ones(len(splits.train), dtype=torch.bool)
+    keep[held] = False
+    splits.validation, splits.validation_labels = splits.train[held], splits.train_labels[held]
+    splits.train, splits.train_labels = splits.train[keep], splits.train_labels[keep]
+    return splits

@@ -95,6 +95,8 @@ def export_run(
         "gallery_bpd_stored": meta["gallery_bpd"],
         "gallery_size": len(idx),
         "test_bpd": meta.get("test_bpd"),
+        "validation_bpd": meta.get("validation_bpd"),
+        "validation_images": meta.get("validation_images"),
         "step": meta.get("step"),
         "epoch": meta.get("epoch"),
         "train_time_s": meta.get("train_time_s"),

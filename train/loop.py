@@ -211,7 +211,8 @@ class Job:
     di: DistInfo
     device: torch.device
     splits: Splits
-    test_images: torch.Tensor
+    eval_images: torch.Tensor  # what curve points score and checkpoints are chosen on (see held_out)
+    held_out: str  # "validation" (images held out of the training split) or "test" (no validation split)
     noise_gen: torch.Generator  # this process's dequantisation noise (its state changes, the object does not)
     metrics: MetricsWriter
     ema: WeightAverage | None  # --ema: the average of the weights that curve points evaluate
@@ -236,7 +237,9 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     splits = _load_splits(cfg, opts, di)
     if len(splits.train) < cfg.batch_size:
         raise ValueError(f"only {len(splits.train)} training images, fewer than --batch-size {cfg.batch_size}")
-    test_images = splits.test[: cfg.eval_limit] if cfg.eval_limit else splits.test
+    held_out = "validation" if len(splits.validation) else "test"
+    eval_images = splits.validation if held_out == "validation" else splits.test
+    eval_images = eval_images[: cfg.eval_limit] if cfg.eval_limit else eval_images
     sampler: DistributedSampler[int] = DistributedSampler(
         range(len(splits.train)),  # type: ignore[arg-type]  # it only takes len() of its dataset; stubs want a Dataset
         num_replicas=di.world,
@@ -287,7 +290,7 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     if ema is not None and run.ema:
         ema.load_state_dict(run.ema)
     metrics = MetricsWriter(opts.out, enabled=di.is_main)
-    job = Job(cfg, opts, di, device, splits, test_images, noise_gen, metrics, ema)
+    job = Job(cfg, opts, di, device, splits, eval_images, held_out, noise_gen, metrics, ema)
     if di.is_main:
         _start_folder(job, model, fast)
     compiler = Compiler(cfg.compile, model, device, metrics)
@@ -404,7 +407,9 @@ def _check_options(cfg: TrainConfig, opts: RunOptions, di: DistInfo, device: tor
 
 def _load_splits(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> Splits:
     def load() -> Splits:
-        return load_dataset(cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction)
+        return load_dataset(
+            cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction, cfg.validation_images
+        )
 
     # torchvision datasets download on first use: one process per machine downloads, the others wait.
     downloads = cfg.dataset in ("mnist", "fashion-mnist", "cifar10", "celeba")
@@ -441,7 +446,9 @@ def _start_folder(job: Job, model: RealNVP, fast: FastPath) -> None:
     stale = remove_stale_temps(out)
     job.metrics.note(
         f"{'resumed' if job.opts.resume else 'started'}: {splits.name}, {len(splits.train)} train / "
-        f"{len(job.test_images)} test images {list(splits.train.shape[1:])}, "
+        f"{len(job.eval_images)} {job.held_out} images {list(splits.train.shape[1:])}"
+        + ("" if job.held_out == "validation" else " (no validation split: checkpoints are chosen on the test set)")
+        + ", "
         f"{sum(p.numel() for p in model.parameters())} parameters, {di.world} process(es) on {job.device}"
         + (f" ({backend_for(job.device.type)}, s,t ResNet batch norm {job.opts.resnet_bn})" if di.enabled else "")
         + ", "
@@ -479,9 +486,10 @@ def evaluate_and_save(
     clock: RunClock,
     final: bool = False,
 ) -> float:
-    """A curve point: the test bits/dim and a sample grid of the evaluated weights (the model's, or their
-    average with --ema), ``best.safetensors`` from them when the test bits/dim is the lowest yet, a metrics
-    record, then ``last`` and the resume state. Every rank calls it; returns the test bits/dim."""
+    """A curve point: the held-out bits/dim (validation, or test without a validation split) and a sample grid
+    of the evaluated weights (the model's, or their average with --ema), ``best.safetensors`` from them when
+    that bits/dim is the lowest yet, a metrics record, then ``last`` and the resume state. Every rank calls
+    it; returns the held-out bits/dim."""
     cfg, di, out = job.cfg, job.di, job.opts.out
     train_bpd, images_per_s = window.train_bpd(), window.images_per_s()
     if di.enabled:
@@ -489,10 +497,12 @@ def evaluate_and_save(
     wall_time = clock()
     extra: dict[str, Any] = {"epoch": job.epochs(run.step), "step": run.step, "train_time_s": wall_time}
     extra["hardware"] = hardware_description(job.device, di.world)
+    extra["validation_images"] = len(job.eval_images) if job.held_out == "validation" else 0
+    key = f"{job.held_out}_bpd"
     # Eagerly: float32, eval-mode, no-grad calls would compile the training step's nets once more each.
     with eager(), evaluation_weights(model, job.ema, job.splits.train, cfg.seed) as evaluated:
-        test_bpd = eval_bits_per_dim(evaluated, job.test_images, di.rank, di.world)  # noise drawn on the CPU
-        extra["test_bpd"] = test_bpd
+        test_bpd = eval_bits_per_dim(evaluated, job.eval_images, di.rank, di.world)  # noise drawn on the CPU
+        extra[key] = test_bpd
         if di.is_main:
             grid = sample_grid(evaluated, cfg.sample_temperatures, cfg.samples_per_temperature, cfg.seed)
             save_png(grid, out / "samples" / f"step_{run.step:07d}.png")
@@ -506,7 +516,7 @@ def evaluate_and_save(
         "step": run.step,
         "epoch": extra["epoch"],
         "train_bpd": train_bpd,
-        "test_bpd": test_bpd,
+        key: test_bpd,
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": images_per_s,
         "wall_time": wall_time,
@@ -531,31 +541,25 @@ def _finish(job: Job, model: RealNVP, run: RunState) -> dict[str, Any]:
             f"{final['rank_max_buffer_diff']:.3g} (batch-norm averages)"
         )
     if job.cfg.bn_recalibration_batches and di.is_main:
-        final.update(
-            _recalibrate(model, job.splits, job.test_images, job.cfg, job.opts, job.device, run.best_bpd, metrics)
-        )
+        final.update(_recalibrate(model, job, run.best_bpd))
     if di.is_main:
-        metrics.note(f"done: step {run.step}, best test bits/dim {final.get('best_bpd', run.best_bpd):.4f}")
+        metrics.note(
+            f"done: step {run.step}, best {job.held_out} bits/dim {final.get('best_bpd', run.best_bpd):.4f}"
+            + (" (the test set: python -m train.score best.safetensors)" if job.held_out == "validation" else "")
+        )
     return final
 
 
-def _recalibrate(
-    model: RealNVP,
-    splits: Splits,
-    test_images: torch.Tensor,
-    cfg: TrainConfig,
-    opts: RunOptions,
-    device: torch.device,
-    best_bpd: float,
-    metrics: MetricsWriter,
-) -> dict[str, Any]:
+def _recalibrate(model: RealNVP, job: Job, best_bpd: float) -> dict[str, Any]:
     """Recomputes the batch-norm averages of the best checkpoint, and of the last one when training went on
-    after the best, over the same training batches; the lowest test bits/dim among the best as it was and the
-    recalibrated ones becomes ``best.safetensors``. (Late in a run the two are close, and the running averages
-    lag the weights: which one recalibrates better is only known by measuring.)"""
+    after the best, over the same training batches; the lowest held-out bits/dim among the best as it was and
+    the recalibrated ones becomes ``best.safetensors``. (Late in a run the two are close, and the running
+    averages lag the weights: which one recalibrates better is only known by measuring.)"""
+    cfg, opts, device, splits, metrics = job.cfg, job.opts, job.device, job.splits, job.metrics
+    key = f"{job.held_out}_bpd"
     best, meta = load_model(opts.out / "best.safetensors", map_location=device)
-    # The checkpoint's test_bpd was measured by the same function on the same images (float32 either way).
-    before = meta["test_bpd"] if not cfg.half_checkpoint else eval_bits_per_dim(best, test_images)
+    # The checkpoint's figure was measured by the same function on the same images (float32 either way).
+    before = meta[key] if not cfg.half_checkpoint else eval_bits_per_dim(best, job.eval_images)
     candidates = [("best", best, meta)]
     last_path = opts.out / "last.safetensors"
     if last_path.is_file():
@@ -567,10 +571,12 @@ def _recalibrate(
     n = cfg.bn_recalibration_batches
     for name, m, m_meta in candidates:
         recalibrate_batchnorm(m, (x.to(device) for x in recalibration_batches(splits.train, n, 256, cfg.seed)))
-        after = eval_bits_per_dim(m, test_images)
+        after = eval_bits_per_dim(m, job.eval_images)
         if name == "best":
             result["bn_recalibration"] = {"before": before, "after": after}
-            metrics.note(f"batch-norm recalibration ({n} batches of 256): test bits/dim {before:.4f} -> {after:.4f}")
+            metrics.note(
+                f"batch-norm recalibration ({n} batches of 256): {job.held_out} bits/dim {before:.4f} -> {after:.4f}"
+            )
         else:
             result["bn_recalibration_last"] = {"step": m_meta.get("step"), "after": after}
             metrics.note(f"the last checkpoint (step {m_meta.get('step')}) recalibrated the same way: {after:.4f}")
@@ -578,8 +584,8 @@ def _recalibrate(
             winner = (after, name, m, m_meta)
     if winner is not None:
         after, name, m, m_meta = winner
-        was = before if name == "best" else m_meta.get("test_bpd")
-        m_meta = {**m_meta, "test_bpd": after, "bn_recalibrated": True, "test_bpd_before_recalibration": was}
+        was = before if name == "best" else m_meta.get(key)
+        m_meta = {**m_meta, key: after, "bn_recalibrated": True, f"{key}_before_recalibration": was}
         if name == "last":
             m_meta["chosen_over_best_step"] = meta.get("step")
             metrics.note(f"best.safetensors is now the recalibrated last checkpoint (step {m_meta.get('step')})")

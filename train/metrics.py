@@ -34,13 +34,14 @@ class MetricsWriter:
         with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         if self._tb is not None:
-            for key in ("train_bpd", "test_bpd", "lr", "images_per_s"):
+            for key in ("train_bpd", "validation_bpd", "test_bpd", "lr", "images_per_s"):
                 if isinstance(record.get(key), float | int):
                     self._tb.add_scalar(key, record[key], record["step"])
             self._tb.flush()
+        held = "validation" if "validation_bpd" in record else "test"
         self.note(
             f"step {record['step']} epoch {record['epoch']:.2f}: train {record['train_bpd']:.4f} "
-            f"test {record['test_bpd']:.4f} bits/dim, {record['images_per_s']:.1f} images/s"
+            f"{held} {record[f'{held}_bpd']:.4f} bits/dim, {record['images_per_s']:.1f} images/s"
         )
 
     def note(self, text: str) -> None:

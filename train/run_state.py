@@ -22,7 +22,7 @@ class RunState:
     epoch: int = 0
     batch_in_epoch: int = 0
     elapsed_s: float = 0.0  # training time of the earlier invocations, up to this state
-    best_bpd: float = math.inf  # the best test bits/dim so far, the one in best.safetensors
+    best_bpd: float = math.inf  # the best held-out (validation, else test) bits/dim so far: best.safetensors
     # Named generator states (uint8 tensors): "torch" (the global generator) and "noise<rank>" for each
     # process's dequantisation noise, so that any rank can resume its own stream.
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
