@@ -7,7 +7,6 @@ Layout (see the shipped ``models/`` folder): ``<name>.safetensors`` with ``<name
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from nvp_core import RealNVP
 from nvp_core.fastpath import Choice, configure
+from nvp_core.fileio import read_json_lines
 
 ENV_DIR = "NVP_MODELS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -136,13 +136,8 @@ def load_gallery(path: Path, channels: int, size: int) -> Gallery:
 def read_metrics(path: Path) -> list[dict[str, float]]:
     """The numeric fields of each JSON line of a metrics file (bad lines are skipped: a run may be writing)."""
     rows: list[dict[str, float]] = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(obj, dict):
-            row = {k: float(v) for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-            if row:
-                rows.append(row)
+    for obj in read_json_lines(path):
+        row = {k: float(v) for k, v in obj.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if row:
+            rows.append(row)
     return rows

@@ -9,12 +9,13 @@ the trainer's ``wall_time``. The SVG is written by hand: a plotting library woul
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
+
+from nvp_core.fileio import read_json_lines
 
 WIDTH, HEIGHT = 640, 360
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 36, 48
@@ -33,14 +34,7 @@ class Curve:
 
 def read_curve(path: Path) -> Curve:
     """The curve in a metrics file; lines that are not a complete evaluation record are skipped."""
-    records = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
+    records = read_json_lines(path)
     held_key = "validation_bpd" if any("validation_bpd" in r for r in records) else "test_bpd"
     keys = ("wall_time", held_key, "train_bpd")
     rows = [r for r in records if all(isinstance(r.get(k), int | float) and math.isfinite(r[k]) for k in keys)]
