@@ -215,7 +215,8 @@ class Checks:
         from collections import Counter
 
         from train.config import TrainConfig
-        from train.loop import RunOptions, train
+        from train.loop import train
+        from train.options import RunOptions
 
         def syncs(steps: int) -> Counter:
             cfg = TrainConfig(dataset=self.small_ds, image_size=16, channels=1, num_scales=2, num_blocks=1,

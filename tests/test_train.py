@@ -14,7 +14,8 @@ from nvp_core import RealNVP, load_model
 from train.config import preset
 from train.data import load_dataset
 from train.evaluate import eval_bits_per_dim
-from train.loop import RunOptions, train
+from train.loop import train
+from train.options import RunOptions
 
 
 def tiny(**changes):

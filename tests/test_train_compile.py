@@ -17,7 +17,8 @@ import train.compiling as compiling
 from nvp_core.resnet import ResNet
 from train.compiling import PROBE_STEPS, remaining_seconds
 from train.config import preset
-from train.loop import RunOptions, TrainingError, train
+from train.loop import TrainingError, train
+from train.options import RunOptions
 
 # A step budget (not a time one) keeps the learning-rate schedule, and so the run, deterministic; this many
 # steps are days at any speed, so auto wants to compile after its probe steps.

@@ -227,6 +227,7 @@ import math, os, sys
 from pathlib import Path
 import torch
 import train.loop as loop
+import train.options as options
 from train.config import preset
 real, calls = loop.loss_bits_per_dim, {"n": 0}
 def loss(net, model, x):
@@ -236,7 +237,7 @@ def loss(net, model, x):
 loop.loss_bits_per_dim = loss
 torch.set_num_threads(1)
 cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=6, eval_limit=32, log_every=3)
-loop.train(cfg, loop.RunOptions(out=Path(sys.argv[1]), device="cpu", progress=False, deferred_checks=True))
+loop.train(cfg, options.RunOptions(out=Path(sys.argv[1]), device="cpu", progress=False, deferred_checks=True))
 """
 
 

@@ -15,8 +15,9 @@ from nvp_core import RealNVP
 from train.__main__ import main
 from train.config import preset
 from train.evaluate import eval_float32
-from train.loop import BufferGuard, RunOptions, StepTally, build_optimizer, step_on_device
+from train.loop import BufferGuard, StepTally, build_optimizer, step_on_device
 from train.loop import train as run_training
+from train.options import RunOptions
 
 TINY = ["--preset", "digits-tiny", "--epochs", "0", "--eval-limit", "32", "--threads", "1", "--no-progress"]
 

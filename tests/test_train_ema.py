@@ -14,7 +14,8 @@ from train.checkpointing import warm_start
 from train.config import preset
 from train.data import load_dataset
 from train.evaluate import eval_bits_per_dim
-from train.loop import RunOptions, train
+from train.loop import train
+from train.options import RunOptions
 
 
 def tiny(**changes):

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -17,11 +17,9 @@ from nvp_core.checkpoint import CheckpointError
 from .config import TrainConfig
 from .data import Splits
 from .distributed import DistInfo
+from .options import RunOptions
 from .run_state import RunState
 from .state import StateError, load_run_state, save_run_state
-
-if TYPE_CHECKING:  # train.loop imports this module
-    from .loop import RunOptions
 
 
 def checkpoint_metadata(cfg: TrainConfig, opts: RunOptions, splits: Splits, extra: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 from .config import PRESETS, TrainConfig, preset
 from .data import DATASETS
-from .loop import RunOptions
+from .options import RunOptions
 
 EPILOG = """\
 examples:

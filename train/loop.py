@@ -9,7 +9,6 @@ import os
 import time
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -30,6 +29,7 @@ from .distributed import DistInfo, backend_for, init_distributed, local_main_fir
 from .ema import WeightAverage, evaluation_weights
 from .evaluate import eval_bits_per_dim, recalibrate_batchnorm, recalibration_batches, sample_grid, save_png
 from .metrics import MetricsWriter, hardware_description
+from .options import RunOptions
 from .progress import LossWindow
 from .ranks import (
     agreed_fast_path,
@@ -46,7 +46,6 @@ from .step_checks import MAX_BAD_STEPS, BufferGuard, StepTally, TrainingError, d
 __all__ = [  # what other modules and the tests import from here
     "MAX_BAD_STEPS",
     "BufferGuard",
-    "RunOptions",
     "StepTally",
     "TrainingError",
     "build_optimizer",
@@ -56,33 +55,6 @@ __all__ = [  # what other modules and the tests import from here
     "train",
     "train_batch",
 ]
-
-
-@dataclass
-class RunOptions:
-    """What is not part of the recipe: where the data and outputs are, the device, resuming."""
-
-    out: Path
-    data_dir: Path | None = None
-    device: str = "auto"
-    resume: bool = False
-    preset: str | None = None
-    command: str = ""
-    progress: bool = True
-    checkpoint_minutes: float = 10.0
-    eval_minutes: float = 0.0  # also evaluate (curve point, best checkpoint) every that many minutes; 0: epochs only
-    stop_after: int = 0  # stop this invocation after that many steps, leaving a resume state
-    # Under DDP: "local" = each process normalises the s,t ResNets with its own batch (running averages are
-    # averaged over the processes before every evaluation and checkpoint); "sync" = SyncBatchNorm (GPUs only;
-    # two collectives and a host sync per ResNet batch norm per step). The flow's own batch norm, which
-    # defines the density, is always synced exactly. Measured (CPU, gloo, preset digits, 400 steps at batch 32,
-    # seeds 0 and 1): 2 ranks x 16 with local statistics reach test 5.1487 / 5.1630 bits/dim, 1 process x 32
-    # (the statistics SyncBatchNorm would compute) 5.1515 / 5.1571: a mean difference of 0.002 against a seed
-    # spread of 0.006-0.014, so local loses nothing measurable; bench/gpu_check.py measures the speed on 2+ GPUs.
-    resnet_bn: str = "local"
-    # Read the loss and the non-finite flag from the device only every --log-every steps (None: on CUDA);
-    # see _train. On a CPU reading them is free, and each step is checked as it ends.
-    deferred_checks: bool | None = None
 
 
 def resolve_precision(
