@@ -44,7 +44,7 @@ from typing import Any, cast
 
 from app.launch import APP, serve
 from bench import serving
-from bench.common import machine_info, table, write_results
+from bench.common import add_save_flag, machine_info, table, write_results
 from bench.serving import OPERATIONS, percentile
 
 CONTEXT = {"timezone": "UTC", "timezone_offset": 0, "locale": "en-US", "is_embedded": False, "color_scheme": "light"}
@@ -457,13 +457,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before one request counts as failed")
     p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
     p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
-    p.add_argument("--name", default="class-load", help="results file name: bench/results/<name>-<time>.json")
+    p.add_argument("--name", default="class-load", help="results file name (default class-load)")
+    add_save_flag(p)
     args = p.parse_args(argv)
     log = Path(tempfile.gettempdir()) / f"{args.name}.server.log"
     a = args
     report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app)
     report["command"] = "python -m bench.class_load " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_results(args.name, report)
+    path = write_results(args.name, report, args.save)
     print(summary(report))
     print(f"written: {path}")
     complete = report["succeeded"] == report["operations_expected"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.common import machine_info, median, table, write_results
+from bench.common import add_save_flag, machine_info, median, table, write_results
 from nvp_core import FlowConfig, RealNVP, dequantize
 from nvp_core.fastpath import compile_nets
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--no-compile", action="store_true")
+    add_save_flag(p)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (python -m bench covers the CPU)")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_variant(n, images, args.batch, args.steps, bf, cl, co) for n, bf, cl, co in plan]
     print(table(rows, list(rows[0])))
     path = write_results(
-        "gpu", {"machine": machine_info(), "config": PAPER_CIFAR10.to_dict(), "data": source, "rows": rows}
+        "gpu", {"machine": machine_info(), "config": PAPER_CIFAR10.to_dict(), "data": source, "rows": rows}, args.save
     )
     print(f"wrote {path}")
     return 0

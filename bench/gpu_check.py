@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import machine_info, write_results
+from bench.common import add_save_flag, machine_info, write_results
 from train.distributed import backend_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder (run folders, synthetic data)")
     p.add_argument("--dry-run-on-cpu", action="store_true", help="run the checks on the CPU (tries this script)")
     p.add_argument("--budget-s", type=float, default=500.0, help="skip the checks that would start after this")
+    add_save_flag(p)
     args = p.parse_args(argv)
     global DEVICE
     DEVICE = "cpu" if args.dry_run_on_cpu else "cuda"
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(checks.results) - len(failed)} of {len(checks.results)} checks without failure"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
     if DEVICE == "cuda":  # a dry run on the CPU leaves no result file
-        path = write_results("gpu-check", {"machine": machine_info(), "results": checks.results})
+        path = write_results("gpu-check", {"machine": machine_info(), "results": checks.results}, args.save)
         print(f"wrote {path}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from bench.common import load_now, machine_info, median, table, time_alternating, write_results
+from bench.common import add_save_flag, load_now, machine_info, median, table, time_alternating, write_results
 from bench.conv import conv_rate, conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                    "compiling)")  # fmt: skip
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="instead: profile our step by op (with --long-run: the compiled step)")  # fmt: skip
+    add_save_flag(p)
     args = p.parse_args(argv)
     if args.profile:
         if args.threads:
@@ -237,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference",
         {"machine": info, "args": {**vars(args), "reference": str(args.reference)}, "flops": flops,
          "conv_reference": conv, "best_conv": best, **res, "machine_after": machine_info()},
+        args.save,
     )  # fmt: skip
     print(f"wrote {path}")
     return 0

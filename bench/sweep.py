@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import load_now, machine_info, table, write_results
+from bench.common import add_save_flag, load_now, machine_info, table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +56,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-limit", type=int, default=0, help="test images per evaluation (0 = all 10,000)")
     p.add_argument("--dataset", default="fashion-mnist", help="the trainer's --dataset")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local" / "sweep", help="run folders")
+    add_save_flag(p)
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.parallel < 1 or args.threads < 1 or args.eval_limit < 0:
         p.error("--minutes must be > 0, --parallel and --threads >= 1, --eval-limit >= 0")
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         {"machine": info, "minutes": args.minutes, "parallel": args.parallel, "threads": args.threads,
          "eval_limit": args.eval_limit, "dataset": args.dataset, "mean_load": mean_load, "rows": rows,
          "runs": str(base)},
+        args.save,
     )  # fmt: skip
     print(f"results: {path}")
     return 1 if failed else 0
