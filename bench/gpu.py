@@ -1,10 +1,10 @@
 """The GPU benchmark (issue 5): the paper's CIFAR-10 model at 32×32×3 on CUDA — images/s, peak memory and
 bits/dim after a fixed number of steps, for float32 NCHW vs bf16 autocast + channels_last (+ torch.compile).
 
-    python -m bench.gpu                     # writes bench/results/gpu-<UTC time>.json
+    python -m bench.gpu
     python -m bench.gpu --steps 300 --no-compile
 
-Implemented but not yet measured: no GPU was available when it was written (see bench/README.md).
+Results: ``bench/results/local/`` (``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 Training data: CIFAR-10 through train.data if it is on disk, else uniform-noise images (stated in the JSON).
 """
 

@@ -9,7 +9,8 @@ lent machine always ends with a report.
 
 Each check runs the real trainer (``python -m train`` and ``torchrun -m train`` as subprocesses, or ``train()`` in
 this process) on synthetic image folders made here, so that nothing needs a network or a dataset package. It
-writes ``bench/results/gpu-check-<UTC time>.json`` and exits 0 when nothing failed, 1 otherwise, 2 without a GPU.
+writes its report to ``bench/results/local/`` (``--save``: the committed file) and exits 0 when nothing failed,
+1 otherwise, 2 without a GPU.
 
 1. ``single-gpu-run``: a short ``python -m train --device cuda`` run with evaluation ends well and says where it is.
 2. ``gpu-checkpoint-on-cpu``: its checkpoint loads on the CPU with the same test bits/dim (TF32 off in evaluation);

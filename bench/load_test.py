@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.launch import ROOT, serve
+from app.path_panel import CAPTION_SELECTOR
 from bench.serving import (
-    CAPTION_SELECTOR,
     GALLERY_LABEL,
     SEED_LABEL,
     WEIGHT_LABEL,

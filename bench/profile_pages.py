@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import add_save_flag, machine_info, table, write_results
-from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, panel_change, weights_with
+from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, weights_with
+from tests.panel_driver import panel_change  # the tests' own driver: the profile reruns what they rerun
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 

@@ -33,7 +33,6 @@ from train.evaluate import eval_bits_per_dim
 from train.loop import build_optimizer, loss_bits_per_dim, train_batch
 from train.schedule import learning_rate
 
-
 EQUAL_STEPS = "quality-bf16-equal-steps"
 
 
@@ -204,7 +203,7 @@ def summarize(paths: list[Path]) -> str:
     is mostly where chaos put its trajectory; the mean over seeds is what the precision itself does."""
     runs: dict[tuple[Any, ...], dict[str, Any]] = {}
     # File names carry the UTC time, a saved file its runs in order: a later run of the same seed replaces an earlier.
-    for path, res in ((path, res) for path in sorted(paths) for res in _runs(json.loads(path.read_text()))):
+    for path, res in ((p, r) for p in sorted(paths) for r in _runs(json.loads(p.read_text()))):
         a, b, c = res["fp32_test_bpd"], res["bf16_test_bpd"], res.get("fp32_nchw_test_bpd")
         runs[_key(res)] = {
             "file": path.name,

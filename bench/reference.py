@@ -15,7 +15,8 @@ is never copied into this repository::
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 7 --threads 2 --long-run   # + compiled
 
-Results: ``bench/results/reference-<UTC time>.json`` with the machine description and the fast-path choice.
+Results, with the machine description and the fast-path choice: ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """``python -m bench``: conv reference, training throughput, interactive latency and model sizes; prints a table
-per section and writes everything to ``bench/results/bench-<UTC time>.json`` (and ``bench-latest.json``).
+per section and writes everything to ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 
 Examples::
 
-    python -m bench                       # the full run (about 10-15 minutes on an idle 2-core CPU)
+    python -m bench                       # the full run (bench/README.md gives its time per CPU kind)
     python -m bench --quick               # smoke test with tiny sizes (a minute)
     python -m bench --sections conv,latency --threads 1
     python -m bench --variants fp32-nchw,fp32-cl,fp32-cl-compiled   # add the compiled path (slow to compile)

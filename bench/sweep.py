@@ -11,7 +11,8 @@ its cosine schedule to the budget, exactly as a real run with ``--max-minutes`` 
 recipe is best for a budget of N minutes" — a larger model may win only at larger budgets; sweep at two budgets
 to see the trend. Bits/dim are the trainer's own evaluation (``train.evaluate.eval_bits_per_dim``: fixed-seed
 uniform dequantisation, eval mode, float32) on ``--eval-limit`` test images (0 = all).
-Results: ``bench/results/sweep-<UTC time>.json`` and the run folders under ``--out``.
+Results: ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``); the run folders under ``--out``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Slider latency of the running app, release → new image, in Debian chromium (a measurement, not a test).
 
-    .venv/bin/python tests/e2e/latency.py [MODELS_DIR] [--moves 10]
+    python -m bench.browser_latency [MODELS_DIR] [--moves 10]
 
 Starts ``streamlit run`` on a free port, opens Interpolate and presses arrow keys on two sliders: "Frame"
 (the path panel's frame browser, which swaps decoded frames in the browser: app/path_panel.py) and "level 1
@@ -36,15 +36,15 @@ import time
 from pathlib import Path
 from typing import cast
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from playwright.sync_api import sync_playwright
 
-from playwright.sync_api import sync_playwright  # noqa: E402
+from app.launch import ROOT
+from bench.common import add_save_flag, machine_info, write_results
+from bench.load_test import CHROMIUM, CHROMIUM_ARGS
 
-from bench.common import machine_info  # noqa: E402
-from e2e.browser import PICTURE_CHANGED_JS, image_with_caption, settle  # noqa: E402
-from e2e.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-from e2e.server import streamlit_server  # noqa: E402
+# The browser tests' own page helpers and server: the benchmark waits for a picture exactly as they do.
+from tests.e2e.browser import PICTURE_CHANGED_JS, image_with_caption, settle
+from tests.e2e.server import streamlit_server
 
 # Page-clock timestamps of key presses, websocket messages and image loads: where a move's time goes.
 PHASES_INIT_JS = """(() => {
@@ -333,6 +333,11 @@ def page_cost(
     return out
 
 
+def _report(name: str, result: dict[str, object], save: bool) -> None:
+    print(json.dumps(result, indent=1))
+    print(f"wrote {write_results(name, result, save)}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models_dir", nargs="?", default=str(ROOT / "models"))
@@ -343,6 +348,7 @@ def main() -> None:
     ap.add_argument("--fragment-cost", type=int, default=0, metavar="ROUNDS",
                     help="instead: what the Interpolate fragment's contents cost on a trivial page")  # fmt: skip
     ap.add_argument("--js-profile", action="store_true", help="also profile the quiet moves' JavaScript")
+    add_save_flag(ap)
     args = ap.parse_args()
     models_dir = Path(args.models_dir)
     result: dict[str, object] = {"machine": machine_info(), "load_average": os.getloadavg(), "fresh": args.fresh}
@@ -358,7 +364,7 @@ def main() -> None:
             result[key] = page_cost(browser, args.moves, args.page_cost or args.fragment_cost, apps)
             browser.close()
         result["load_average_end"] = os.getloadavg()
-        print(json.dumps(result, indent=1))
+        _report("browser-page-cost" if args.page_cost else "browser-fragment-cost", result, args.save)
         return
     result["server"] = server_compute(models_dir)
     env = {"NVP_MODELS_DIR": str(models_dir), "NVP_APP_GALLERY_MAX": "200"}
@@ -382,7 +388,7 @@ def main() -> None:
             result["baseline_trivial_app"] = baseline(browser, args.moves, args.fresh, profile=args.js_profile)
         browser.close()
     result["load_average_end"] = os.getloadavg()
-    print(json.dumps(result, indent=1))
+    _report("browser-latency", result, args.save)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The load test (opt-in: ``pytest -m slow tests/test_robust_load.py``): N concurrent browser sessions against
+"""The load test (opt-in: ``pytest -m slow tests/test_bench_robust_load.py``): N concurrent browser sessions against
 one ``streamlit run``, each doing encode, interpolate and sample R times (default 8 x 25 back to back; set
 NVP_LOAD_SESSIONS / NVP_LOAD_ROUNDS, and NVP_LOAD_THINK, the mean pause in seconds before each action, to
 change). Run it on an otherwise idle machine: it asserts the issue's 95th-percentile response time of 1 s."""
