@@ -186,7 +186,7 @@ def _runs(saved: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _key(res: dict[str, Any]) -> tuple[Any, ...]:
-    return res["args"]["seed"], res["steps"], json.dumps(res["config"], sort_keys=True), res["batch"]
+    return res["args"]["seed"], res["steps"], json.dumps(res["config"], sort_keys=True), res.get("batch")
 
 
 def save_equal_steps(res: dict[str, Any]) -> Path:
