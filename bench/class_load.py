@@ -349,8 +349,8 @@ async def drive(
         await opened.wait()
         marks["open"] = (time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s(), serving.rss_mb(pid))
 
-    # The server starts cold: loading the model, measuring its fast path and encoding the gallery take a while
-    # (minutes on a loaded machine). A first visit warms it, as the teacher's would, before the class arrives.
+    # The server starts cold (loading the model, measuring its fast path, encoding the gallery): a first visit
+    # warms it, as the teacher's would, before the class arrives.
     warm = Client(url, max(timeout, WARM_TIMEOUT))
     try:
         check(await warm.open(), "warm-up", title="Encode")
