@@ -19,6 +19,7 @@ page's link (:func:`settled`).
 from __future__ import annotations
 
 import base64
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,8 @@ WEIGHT_STEP = 0.05
 LOOP_MS = 120
 #: How long the controls must be still before the settings go into the page's link (see :func:`settled`).
 SETTLE_MS = 700
+#: The browser-side selector of every picture caption the app shows: an ``st.image``'s and the panel's strip's.
+CAPTION_SELECTOR = '[data-testid="stImageCaption"], .nvp-strip-caption'
 
 _HERE = Path(__file__).parent
 # Not isolated in a shadow root: its class names are its own (nvp-*), and the page's tests find its pictures.
@@ -167,6 +170,16 @@ def payload(
         "ms": LOOP_MS,
         "settle_ms": SETTLE_MS,
     }
+
+
+def pictures(data_json: str) -> list[tuple[str, str]]:
+    """``(data: address, caption)`` of the strip and of each frame in :func:`payload`'s data as JSON (what the
+    server sends; the browser shows exactly these); empty for anything else."""
+    data = json.loads(data_json or "null")
+    if not isinstance(data, dict) or "strip" not in data:
+        return []
+    strip = data["strip"]
+    return [(strip["src"], strip["caption"]), *zip(data["frames"], data["captions"], strict=True)]
 
 
 def show(ctx: Ctx, data: dict[str, Any]) -> None:

@@ -23,7 +23,8 @@ Reports successes and failures, the server's response time (rerun request sent -
 received) p50/p95 per operation and per page change, the server process's CPU seconds per interaction
 (utime + stime from /proc/<pid>/stat over the rounds, divided by the reruns asked for) and per operation
 (a page change and a widget change), its memory, the load average and the CPU; writes
-``bench/results/class-load-<time>.json`` (and ``-latest``) and prints a table.
+its report to ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``) and prints a table.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from app.launch import APP, serve
+from app.path_panel import pictures
 from bench import serving
-from bench.common import machine_info, table, write_results
+from bench.common import add_save_flag, machine_info, table, write_results
 from bench.serving import OPERATIONS, percentile
+from tests.panel_driver import panel_trigger  # the tests' own driver: a session sends what they send
 
 CONTEXT = {"timezone": "UTC", "timezone_offset": 0, "locale": "en-US", "is_embedded": False, "color_scheme": "light"}
 WARM_TIMEOUT = 600.0
@@ -143,7 +146,7 @@ class Client:
         if kind == "imgs":
             run.images += [(img.url, img.caption) for img in el.imgs.imgs]
         elif kind == "bidi_component":
-            run.images += serving.panel_pictures(el.bidi_component.json)
+            run.images += pictures(el.bidi_component.json)
             run.panel = (el.bidi_component.id, delta.fragment_id, json.loads(el.bidi_component.json))
         elif kind == "heading":
             run.headings.append(el.heading.body)
@@ -182,7 +185,7 @@ class Client:
         element_id, fragment, data = self.panel
         settings = dict(data["settings"], seq=data["seq"] + 1)
         settings["weights"] = serving.weights_with(settings["weights"], level, value)
-        wid, value_json = serving.panel_trigger(element_id, settings)
+        wid, value_json = panel_trigger(element_id, settings)
         page = self.pages.get(self.current_page, "")
         return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)
 
@@ -194,7 +197,7 @@ class Client:
         if self.panel is None:
             raise LookupError("no path panel on the page")
         element_id, fragment, data = self.panel
-        wid, value_json = serving.panel_trigger(element_id, {"seq": data["seq"]}, "settled")
+        wid, value_json = panel_trigger(element_id, {"seq": data["seq"]}, "settled")
         page = self.pages.get(self.current_page, "")
         return await self.rerun(page, [WidgetState(id=wid, json_trigger_value=value_json)], fragment, self.query_string)
 
@@ -346,8 +349,8 @@ async def drive(
         await opened.wait()
         marks["open"] = (time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s(), serving.rss_mb(pid))
 
-    # The server starts cold: loading the model, measuring its fast path and encoding the gallery take a while
-    # (minutes on a loaded machine). A first visit warms it, as the teacher's would, before the class arrives.
+    # The server starts cold (loading the model, measuring its fast path, encoding the gallery): a first visit
+    # warms it, as the teacher's would, before the class arrives.
     warm = Client(url, max(timeout, WARM_TIMEOUT))
     try:
         check(await warm.open(), "warm-up", title="Encode")
@@ -457,13 +460,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before one request counts as failed")
     p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
     p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
-    p.add_argument("--name", default="class-load", help="results file name: bench/results/<name>-<time>.json")
+    p.add_argument("--name", default="class-load", help="results file name (default class-load)")
+    add_save_flag(p)
     args = p.parse_args(argv)
     log = Path(tempfile.gettempdir()) / f"{args.name}.server.log"
     a = args
     report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app)
     report["command"] = "python -m bench.class_load " + " ".join(argv if argv is not None else sys.argv[1:])
-    path = write_results(args.name, report)
+    path = write_results(args.name, report, args.save)
     print(summary(report))
     print(f"written: {path}")
     complete = report["succeeded"] == report["operations_expected"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -24,6 +25,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "time_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cpu": cpu_model(),
+        "cpu_kind": cpu_kind(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -96,14 +98,38 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def write_results(name: str, payload: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
-    """Writes ``<out_dir>/<name>-<UTC timestamp>.json`` and ``<out_dir>/<name>-latest.json``; returns the first."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
-    path = out_dir / f"{name}-{stamp}.json"
-    path.write_text(text + "\n")
-    (out_dir / f"{name}-latest.json").write_text(text + "\n")
+def cpu_kind(model: str | None = None, flags: set[str] | None = None) -> str:
+    """A short name for the kind of CPU, e.g. ``epyc-avx512bf16`` or ``xeon-amx``: the processor line and the
+    widest instruction set the flow's kernels use (what the figures depend on)."""
+    model = cpu_model() if model is None else model
+    flags = cpu_flags() if flags is None else flags
+    words = [w for w in model.replace("(R)", " ").replace("(TM)", " ").split() if w.isalpha()]
+    line = next((w for w in words if w.lower() in ("epyc", "ryzen", "xeon", "core")), words[0] if words else "cpu")
+    isa = next((name for flag, name in _ISA if flag in flags), "base")
+    return f"{line.lower()}-{isa}"
+
+
+_ISA = (("amx_bf16", "amx"), ("avx512_bf16", "avx512bf16"), ("avx512f", "avx512"), ("avx2", "avx2"))
+LOCAL_DIR = RESULTS_DIR / "local"
+
+
+def add_save_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--save",
+        action="store_true",
+        help="write the committed bench/results/<name>-<cpu kind>.json (default: bench/results/local/, ignored)",
+    )
+
+
+def write_results(name: str, payload: dict[str, Any], save: bool = False) -> Path:
+    """Writes ``bench/results/local/<name>-<UTC time>.json`` (ignored by git), or with ``save`` the one committed
+    file of this benchmark and CPU kind, ``bench/results/<name>-<cpu kind>.json``; returns its path."""
+    if save:
+        path = RESULTS_DIR / f"{name}-{cpu_kind()}.json"
+    else:
+        path = LOCAL_DIR / f"{name}-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
     return path
 
 

@@ -1,10 +1,10 @@
 """The GPU benchmark (issue 5): the paper's CIFAR-10 model at 32×32×3 on CUDA — images/s, peak memory and
 bits/dim after a fixed number of steps, for float32 NCHW vs bf16 autocast + channels_last (+ torch.compile).
 
-    python -m bench.gpu                     # writes bench/results/gpu-<UTC time>.json
+    python -m bench.gpu
     python -m bench.gpu --steps 300 --no-compile
 
-Implemented but not yet measured: no GPU was available when it was written (see bench/README.md).
+Results: ``bench/results/local/`` (``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 Training data: CIFAR-10 through train.data if it is on disk, else uniform-noise images (stated in the JSON).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from bench.common import machine_info, median, table, write_results
+from bench.common import add_save_flag, machine_info, median, table, write_results
 from nvp_core import FlowConfig, RealNVP, dequantize
 from nvp_core.fastpath import compile_nets
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--no-compile", action="store_true")
+    add_save_flag(p)
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         print("no CUDA device: nothing to measure (python -m bench covers the CPU)")
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run_variant(n, images, args.batch, args.steps, bf, cl, co) for n, bf, cl, co in plan]
     print(table(rows, list(rows[0])))
     path = write_results(
-        "gpu", {"machine": machine_info(), "config": PAPER_CIFAR10.to_dict(), "data": source, "rows": rows}
+        "gpu", {"machine": machine_info(), "config": PAPER_CIFAR10.to_dict(), "data": source, "rows": rows}, args.save
     )
     print(f"wrote {path}")
     return 0

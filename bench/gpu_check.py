@@ -9,7 +9,8 @@ lent machine always ends with a report.
 
 Each check runs the real trainer (``python -m train`` and ``torchrun -m train`` as subprocesses, or ``train()`` in
 this process) on synthetic image folders made here, so that nothing needs a network or a dataset package. It
-writes ``bench/results/gpu-check-<UTC time>.json`` and exits 0 when nothing failed, 1 otherwise, 2 without a GPU.
+writes its report to ``bench/results/local/`` (``--save``: the committed file) and exits 0 when nothing failed,
+1 otherwise, 2 without a GPU.
 
 1. ``single-gpu-run``: a short ``python -m train --device cuda`` run with evaluation ends well and says where it is.
 2. ``gpu-checkpoint-on-cpu``: its checkpoint loads on the CPU with the same test bits/dim (TF32 off in evaluation);
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import machine_info, write_results
+from bench.common import add_save_flag, machine_info, write_results
 from train.distributed import backend_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work folder (run folders, synthetic data)")
     p.add_argument("--dry-run-on-cpu", action="store_true", help="run the checks on the CPU (tries this script)")
     p.add_argument("--budget-s", type=float, default=500.0, help="skip the checks that would start after this")
+    add_save_flag(p)
     args = p.parse_args(argv)
     global DEVICE
     DEVICE = "cpu" if args.dry_run_on_cpu else "cuda"
@@ -332,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(checks.results) - len(failed)} of {len(checks.results)} checks without failure"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))  # fmt: skip
     if DEVICE == "cuda":  # a dry run on the CPU leaves no result file
-        path = write_results("gpu-check", {"machine": machine_info(), "results": checks.results})
+        path = write_results("gpu-check", {"machine": machine_info(), "results": checks.results}, args.save)
         print(f"wrote {path}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.launch import ROOT, serve
+from app.path_panel import CAPTION_SELECTOR
 from bench.serving import (
-    CAPTION_SELECTOR,
     GALLERY_LABEL,
     SEED_LABEL,
     WEIGHT_LABEL,
@@ -51,9 +51,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run"]  # fmt: skip
 IDLE_JS = """() => !document.querySelector('[data-testid="stStatusWidget"]')
     && !document.querySelector('[data-stale="true"]')"""
-# Conditions are checked every POLL_MS rather than on every animation frame (Playwright's default): polling on
-# animation frames makes each headless page draw 60 frames a second, and with 8 pages on 2 cores that
-# drawing, not the app, was using most of the CPU. Times are therefore rounded up by up to POLL_MS.
+# Conditions are checked every POLL_MS, not on every animation frame (Playwright's default), which would make
+# each headless page draw 60 frames a second on the cores the server needs. Times are rounded up by up to POLL_MS.
 POLL_MS = 20
 CAPTION_JS = (
     f"([prefix, text]) => [...document.querySelectorAll({CAPTION_SELECTOR!r})]"

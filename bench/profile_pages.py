@@ -30,8 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import machine_info, table, write_results
-from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, panel_change, weights_with
+from bench.common import add_save_flag, machine_info, table, write_results
+from bench.serving import GALLERY_LABEL, SEED_LABEL, models_under_test, weights_with
+from tests.panel_driver import panel_change  # the tests' own driver: the profile reruns what they rerun
 
 APP = Path(__file__).resolve().parent.parent / "app" / "streamlit_app.py"
 
@@ -84,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=25, help="functions shown per rerun (default 25)")
     p.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"], help="pstats sort order")
     p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
-    p.add_argument("--name", default="profile-pages", help="results file name: bench/results/<name>-<time>.json")
+    p.add_argument("--name", default="profile-pages", help="results file name (default profile-pages)")
+    add_save_flag(p)
     p.add_argument("--repeats", type=int, default=5, help="reruns of each kind; the last is profiled (default 5)")
     args = p.parse_args(argv)
     from streamlit.testing.v1 import AppTest
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows, ["rerun", "cpu_ms", "cpu_ms_profiled"]))
     print(f"load average {os.getloadavg()}")
     report = {"model": str(first), "app": str(args.app), "reruns": rows, "machine": machine_info()}
-    path = write_results(args.name, report)
+    path = write_results(args.name, report, args.save)
     print(f"\nwritten: {path}")
     return 0
 

@@ -4,10 +4,11 @@ and the bf16-vs-float32 check at equal steps.
     python -m bench.quality --minutes 5                  # fashion-mnist preset, 5 training minutes per variant
     python -m bench.quality --equal-steps 200 --dataset digits --preset digits   # bf16 vs fp32, same steps
     python -m bench.quality --equal-steps 150 --num-blocks 2 --mid-channels 32 --max-mid-channels 128 --batch-size 64
-    python -m bench.quality --summarize bench/results/quality-bf16-equal-steps-2026120*.json   # seeds side by side
+    python -m bench.quality --summarize bench/results/quality-bf16-equal-steps-epyc-avx512bf16.json  # seeds: mean
 
 The variants train in alternating time slices (``--slice-seconds``), so a busy machine slows them alike;
-evaluation time is not counted as training time. Results: ``bench/results/quality-<UTC time>.json``.
+evaluation time is not counted as training time. Results go to ``bench/results/local/``; with ``--save`` an
+equal-steps run joins this CPU kind's committed file (one run per seed and setup).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 
-from bench.common import load_now, machine_info, table, write_results
+from bench.common import RESULTS_DIR, add_save_flag, cpu_kind, load_now, machine_info, table, write_results
 from nvp_core import RealNVP
 from nvp_core.fastpath import choose
 from train.config import preset
@@ -31,6 +32,8 @@ from train.data import load_dataset
 from train.evaluate import eval_bits_per_dim
 from train.loop import build_optimizer, loss_bits_per_dim, train_batch
 from train.schedule import learning_rate
+
+EQUAL_STEPS = "quality-bf16-equal-steps"
 
 
 @dataclass
@@ -177,16 +180,32 @@ def equal_steps(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _runs(saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """The equal-steps runs in a results file: one run, or the ``runs`` of a saved file (``--save``)."""
+    return list(saved["runs"]) if "runs" in saved else [saved]
+
+
+def _key(res: dict[str, Any]) -> tuple[Any, ...]:
+    return res["args"]["seed"], res["steps"], json.dumps(res["config"], sort_keys=True), res.get("batch")
+
+
+def save_equal_steps(res: dict[str, Any]) -> Path:
+    """Adds ``res`` to this CPU kind's saved equal-steps file, replacing an earlier run of the same seed and
+    setup, so that ``--summarize`` of that one file averages every seed."""
+    path = RESULTS_DIR / f"{EQUAL_STEPS}-{cpu_kind()}.json"
+    runs = _runs(json.loads(path.read_text())) if path.is_file() else []
+    return write_results(EQUAL_STEPS, {"runs": [r for r in runs if _key(r) != _key(res)] + [res]}, save=True)
+
+
 def summarize(paths: list[Path]) -> str:
     """Equal-steps results of several seeds side by side, with the mean and its standard error of the signed
     differences (bf16 - float32, and float32 NCHW - float32 where a run had ``--control``). One run's difference
     is mostly where chaos put its trajectory; the mean over seeds is what the precision itself does."""
     runs: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for path in sorted(paths):  # file names carry the UTC time: a later run of the same seed replaces an earlier
-        res = json.loads(path.read_text())
+    # File names carry the UTC time, a saved file its runs in order: a later run of the same seed replaces an earlier.
+    for path, res in ((p, r) for p in sorted(paths) for r in _runs(json.loads(p.read_text()))):
         a, b, c = res["fp32_test_bpd"], res["bf16_test_bpd"], res.get("fp32_nchw_test_bpd")
-        key = (res["args"]["seed"], res["steps"], json.dumps(res["config"], sort_keys=True), res["batch"])
-        runs[key] = {
+        runs[_key(res)] = {
             "file": path.name,
             "seed": res["args"]["seed"],
             "steps": res["steps"],
@@ -229,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--summarize", type=Path, nargs="+", help="instead: print these equal-steps results side by side")
+    add_save_flag(p)
     args = p.parse_args(argv)
     if args.summarize:
         print(summarize(args.summarize))
@@ -246,10 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                 + ["train_s"],
             )
         )
-        path = write_results("quality-bf16-equal-steps", {"machine": info, "args": vars(args), **res})
+        run = {"machine": info, "args": vars(args), **res}
+        path = save_equal_steps(run) if args.save else write_results(EQUAL_STEPS, run)
     else:
         res = quality_vs_time(args)
-        path = write_results("quality", {"machine": info, "args": vars(args), **res})
+        path = write_results("quality", {"machine": info, "args": vars(args), **res}, args.save)
     print(f"wrote {path}")
     return 0
 

@@ -15,7 +15,8 @@ is never copied into this repository::
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 7 --threads 2 --long-run   # + compiled
 
-Results: ``bench/results/reference-<UTC time>.json`` with the machine description and the fast-path choice.
+Results, with the machine description and the fast-path choice: ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from bench.common import load_now, machine_info, median, table, time_alternating, write_results
+from bench.common import add_save_flag, load_now, machine_info, median, table, time_alternating, write_results
 from bench.conv import conv_rate, conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                    "compiling)")  # fmt: skip
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="instead: profile our step by op (with --long-run: the compiled step)")  # fmt: skip
+    add_save_flag(p)
     args = p.parse_args(argv)
     if args.profile:
         if args.threads:
@@ -237,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference",
         {"machine": info, "args": {**vars(args), "reference": str(args.reference)}, "flops": flops,
          "conv_reference": conv, "best_conv": best, **res, "machine_after": machine_info()},
+        args.save,
     )  # fmt: skip
     print(f"wrote {path}")
     return 0

@@ -1,9 +1,10 @@
 """``python -m bench``: conv reference, training throughput, interactive latency and model sizes; prints a table
-per section and writes everything to ``bench/results/bench-<UTC time>.json`` (and ``bench-latest.json``).
+per section and writes everything to ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
 
 Examples::
 
-    python -m bench                       # the full run (about 10-15 minutes on an idle 2-core CPU)
+    python -m bench                       # the full run (bench/README.md gives its time per CPU kind)
     python -m bench --quick               # smoke test with tiny sizes (a minute)
     python -m bench --sections conv,latency --threads 1
     python -m bench --variants fp32-nchw,fp32-cl,fp32-cl-compiled   # add the compiled path (slow to compile)
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.common import machine_info, table, write_results
+from bench.common import add_save_flag, machine_info, table, write_results
 from bench.conv import conv_reference
 from bench.latency import (
     InferenceVariant,
@@ -56,6 +57,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="training model: the issue's paper network on 28x28x1, or the fashion-mnist preset",
     )
     p.add_argument("--name", default="bench", help="results file prefix")
+    add_save_flag(p)
     return p.parse_args(argv)
 
 
@@ -179,6 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         cols = ["config", "params", "batch", "path", "forward_ms_p50", "inverse_ms_p50", "forward_ms_per_image"]
         print(table(rows, cols + ["inverse_ms_per_image", "load"]))
     results["total_s"] = round(time.perf_counter() - t0, 1)
-    path = write_results(args.name + ("-quick" if args.quick else ""), results)
+    path = write_results(args.name + ("-quick" if args.quick else ""), results, args.save)
     print(f"\nwrote {path} ({results['total_s']} s)")
     return 0

@@ -5,10 +5,8 @@ for and which picture caption shows that the server answered it."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
 
 from app.launch import ROOT
 
@@ -19,58 +17,11 @@ GALLERY_LABEL = "Gallery image"
 WEIGHT_LABEL = "level 1 (finest)"
 SEED_LABEL = "Seed"
 
-# A picture with a caption is an ``st.image`` or the strip of Interpolate's path panel (app/path_panel.py, a
-# component whose data carries its pictures as ``data:`` addresses). The browser-side selectors for both captions:
-CAPTION_SELECTOR = '[data-testid="stImageCaption"], .nvp-strip-caption'
-PANEL_TRIGGER = "settings"
-
-
-def panel_pictures(data_json: str) -> list[tuple[str, str]]:
-    """``(data: address, caption)`` of the path panel's strip and of each of its frames, from the component's
-    JSON data (what the server sends; the browser shows exactly these)."""
-    data = json.loads(data_json or "null")
-    if not isinstance(data, dict) or "strip" not in data:
-        return []
-    strip = data["strip"]
-    return [(strip["src"], strip["caption"]), *zip(data["frames"], data["captions"], strict=True)]
-
 
 def weights_with(weights: list[float], level: int, value: float) -> list[float]:
     """``weights`` (one per level, level 1 first) with level ``level``'s set to ``value``: what moving that
     level's slider in the path panel sends."""
     return [value if lv == level else w for lv, w in enumerate(weights, start=1)]
-
-
-def panel_trigger(element_id: str, settings: dict[str, object], event: str = PANEL_TRIGGER) -> tuple[str, str]:
-    """The widget id and JSON value with which a browser sends the path panel's ``settings`` (or, with
-    ``event="settled"``, says that its controls are still): a components-v2 trigger, one per component, that
-    carries a list of ``{event, value}``."""
-    from streamlit.runtime.state.session_state import STREAMLIT_INTERNAL_KEY_PREFIX
-
-    wid = f"{STREAMLIT_INTERNAL_KEY_PREFIX}_{element_id}__events"
-    return wid, json.dumps([{"event": event, "value": settings}])
-
-
-def panel_change(at: Any, settle: bool = True, **changes: object) -> Any:
-    """Runs the app as after a change in the path panel in the browser: the panel sends every setting (with
-    ``changes``), numbered, as its trigger, and with ``settle`` (the controls then stay still, as after most
-    changes) its ``settled`` trigger in a second run, which puts the settings in the link. AppTest has no element
-    for a components-v2 component, so the trigger joins the other widgets' states here (AppTest's own
-    ``_tree``/``_run``, what ``at.run()`` does)."""
-    el = at.get("bidi_component")[0]
-    data = json.loads(el.proto.json)
-    at = _trigger(at, *panel_trigger(el.proto.id, {**data["settings"], "seq": data["seq"] + 1, **changes}))
-    if settle:
-        el = at.get("bidi_component")[0]
-        at = _trigger(at, *panel_trigger(el.proto.id, {"seq": json.loads(el.proto.json)["seq"]}, "settled"))
-    return at
-
-
-def _trigger(at: Any, wid: str, value: str) -> Any:
-    states = at._tree.get_widget_states()
-    w = states.widgets.add()
-    w.id, w.json_trigger_value = wid, value
-    return at._run(states)
 
 
 # ------------------------------------------------------------------------------------------- /proc

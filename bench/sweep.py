@@ -11,7 +11,8 @@ its cosine schedule to the budget, exactly as a real run with ``--max-minutes`` 
 recipe is best for a budget of N minutes" — a larger model may win only at larger budgets; sweep at two budgets
 to see the trend. Bits/dim are the trainer's own evaluation (``train.evaluate.eval_bits_per_dim``: fixed-seed
 uniform dequantisation, eval mode, float32) on ``--eval-limit`` test images (0 = all).
-Results: ``bench/results/sweep-<UTC time>.json`` and the run folders under ``--out``.
+Results: ``bench/results/local/``
+(``--save``: the committed ``bench/results/<name>-<cpu kind>.json``); the run folders under ``--out``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import load_now, machine_info, table, write_results
+from bench.common import add_save_flag, load_now, machine_info, table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,6 +57,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-limit", type=int, default=0, help="test images per evaluation (0 = all 10,000)")
     p.add_argument("--dataset", default="fashion-mnist", help="the trainer's --dataset")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local" / "sweep", help="run folders")
+    add_save_flag(p)
     args = p.parse_args(argv)
     if args.minutes <= 0 or args.parallel < 1 or args.threads < 1 or args.eval_limit < 0:
         p.error("--minutes must be > 0, --parallel and --threads >= 1, --eval-limit >= 0")
@@ -151,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         {"machine": info, "minutes": args.minutes, "parallel": args.parallel, "threads": args.threads,
          "eval_limit": args.eval_limit, "dataset": args.dataset, "mean_load": mean_load, "rows": rows,
          "runs": str(base)},
+        args.save,
     )  # fmt: skip
     print(f"results: {path}")
     return 1 if failed else 0

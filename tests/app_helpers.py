@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.serving import panel_pictures
+from app.path_panel import pictures
 from nvp_core import FlowConfig, RealNVP, save_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +94,7 @@ def image_urls(at: object) -> dict[str, list[str]]:
         for url, cap in zip(im.value, im.captions, strict=True):
             out.setdefault(cap, []).append(url)
     for el in at.get("bidi_component"):  # type: ignore[attr-defined]
-        for src, cap in panel_pictures(el.proto.json):
+        for src, cap in pictures(el.proto.json):
             out.setdefault(cap, []).append(src)
     return out
 

@@ -28,11 +28,11 @@ from app_helpers import (
     problems,
     record_latent_images,
 )
+from panel_driver import panel_change
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from app import compute, state
-from bench.serving import panel_change
 from nvp_core import load_model
 from nvp_core.images import load_image, to_array
 from nvp_core.latent import interpolate

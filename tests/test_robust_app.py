@@ -15,10 +15,10 @@ import pytest
 import torch
 from app_helpers import APP, TIMEOUT, by_label, make_fixture_model, problems, record_latent_images
 from hostile import corpus
+from panel_driver import panel_change
 from streamlit.testing.v1 import AppTest
 
 from app.widgets import IMAGE_TYPES
-from bench.serving import panel_change
 from nvp_core import RealNVP, load_model
 from nvp_core.latent import interpolate
 from nvp_core.likelihood import fixed_noise_bits_per_dim

@@ -185,14 +185,6 @@ def test_a_run_refused_for_bad_input_leaves_no_folder(tmp_path, capsys):
     assert kept.is_dir(), "a folder the user made is never removed"
 
 
-def test_the_gpu_check_says_when_there_is_no_gpu(monkeypatch, capsys):
-    from bench import gpu_check
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert gpu_check.main([]) == 2
-    assert "no CUDA device" in capsys.readouterr().out
-
-
 def _edit_counters(out, edit) -> None:
     """Rewrites the counters inside a resume state (the JSON in the tensors file's header)."""
     import json

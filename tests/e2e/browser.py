@@ -7,7 +7,7 @@ from pathlib import Path
 
 from playwright.sync_api import Locator, Page
 
-from bench.serving import CAPTION_SELECTOR
+from app.path_panel import CAPTION_SELECTOR
 
 IDLE_JS = """() => !!document.querySelector('[data-testid="stMain"] h1')
     && !document.querySelector('[data-testid="stStatusWidget"]')
