@@ -1,6 +1,6 @@
 """Training Real NVP flows: ``python -m train --help``.
 
-Modules: :mod:`train.config` (recipe and presets), :mod:`train.cli` (flags), :mod:`train.data` (datasets),
+Modules: :mod:`train.config` (recipe and presets), :mod:`train.cli` (flags), :mod:`train.data` (datasets, a loader per module),
 :mod:`train.loop` (the loop, top to bottom), :mod:`train.run_state` (where a run stands),
 :mod:`train.checkpointing` (checkpoints, resume checks, warm starts), :mod:`train.state` (resume files),
 :mod:`train.step_checks` (non-finite steps), :mod:`train.ranks` (agreement between processes),
