@@ -37,30 +37,26 @@ def test_the_average_follows_the_formula_with_its_warm_up() -> None:
     assert ema.updates == 30 and ema.current_decay() == pytest.approx(31 / 40)
 
 
-def test_the_average_is_a_copy_and_leaves_the_model_alone() -> None:
+def test_swapped_in_uses_the_average_and_restores_the_weights_even_on_error() -> None:
     model = nontrivial_model(CFG)
     x = torch.rand(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ema = WeightAverage(model, decay=0.5)
     _step(model, 1)
-    live = _params(model)
     ema.update(model)
+    live, shadow = _params(model), [s.clone() for s in ema.shadow]
+    out_live = model(x)[1]
+    with ema.swapped_in(model) as m:
+        for p, s in zip(m.parameters(), shadow, strict=True):
+            assert torch.equal(p, s)
+        out_avg = m(x)[1]
+    assert not torch.allclose(out_live, out_avg)
+    with pytest.raises(RuntimeError, match="boom"), ema.swapped_in(model):
+        raise RuntimeError("boom")
     for p, w in zip(model.parameters(), live, strict=True):
-        assert torch.equal(p, w)  # averaging reads the weights, never writes them
-    assert ema.module is not model and not torch.allclose(model(x)[1], ema.module(x)[1])
-    for p, s in zip(ema.module.parameters(), ema.shadow, strict=True):
-        assert torch.equal(p, s)
-
-
-def test_an_old_resume_states_average_loads() -> None:
-    # The format of the resume files written before the average was an AveragedModel: the same flat tensors.
-    model = nontrivial_model(CFG)
-    old = {f"ema.{n}": p.detach() * 2 for n, p in model.named_parameters()}
-    old["ema.__updates__"] = torch.tensor([7], dtype=torch.int64)
-    ema = WeightAverage(model, decay=0.9, state=old)
-    assert ema.updates == 7 and ema.current_decay() == pytest.approx(8 / 17)
-    for (n, p), s in zip(model.named_parameters(), ema.shadow, strict=True):
-        assert torch.equal(s, p.detach() * 2), n
-    assert ema.state_dict().keys() == old.keys()
+        assert torch.equal(p, w)
+    for s, w in zip(ema.shadow, shadow, strict=True):
+        assert torch.equal(s, w)
+    torch.testing.assert_close(model(x)[1], out_live, rtol=0, atol=0)
 
 
 def test_state_round_trip_and_mismatches_are_refused() -> None:
@@ -83,3 +79,15 @@ def test_state_round_trip_and_mismatches_are_refused() -> None:
         bigger.load_state_dict(saved)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         WeightAverage(model, decay=1.0)
+
+
+def test_a_saved_average_continues_through_the_constructor() -> None:
+    # A resume state's average (flat tensors, as every trainer version wrote them) continues where it stopped.
+    model = nontrivial_model(CFG)
+    old = {f"ema.{n}": p.detach() * 2 for n, p in model.named_parameters()}
+    old["ema.__updates__"] = torch.tensor([7], dtype=torch.int64)
+    ema = WeightAverage(model, decay=0.9, state=old)
+    assert ema.updates == 7 and ema.current_decay() == pytest.approx(8 / 17)
+    for (n, p), s in zip(model.named_parameters(), ema.shadow, strict=True):
+        assert torch.equal(s, p.detach() * 2), n
+    assert ema.state_dict().keys() == old.keys()
