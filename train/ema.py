@@ -7,7 +7,7 @@ jitter around a minimum and their average sits closer to it. After every optimis
 
 where t counts the updates, so that early shadows are not dominated by the random initial weights. Only
 parameters are averaged; buffers (the batch-norm running averages, which belong to the weights they were
-measured with) are taken from the live model and recalibrated for the averaged weights before the final
+measured with) are taken from the live model and recalibrated for the averaged weights before each
 evaluation (see ``train.evaluate.recalibrate_batchnorm``).
 
 Not ``torch.optim.swa_utils.AveragedModel``: its update waits for the GPU at every step (pytorch#175085) and

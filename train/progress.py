@@ -1,5 +1,5 @@
 """The training statistics between two curve points: the train bits/dim and images/s that the next metrics
-record reports, and the smoothed loss the progress bar shows."""
+record reports, and the latest mean loss the progress bar shows."""
 
 from __future__ import annotations
 
