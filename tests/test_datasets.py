@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from train.data import FASHION_CLASSES, DataError, load_dataset, resize
-from train.folder import load_folder
-from train.idx import IdxError, read_idx, write_idx
+from train.data.folder import load_folder
+from train.data.idx import IdxError, read_idx, write_idx
 
 
 def write_fake_fashion(folder, n_train=20, n_test=10, gz=True):

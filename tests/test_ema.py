@@ -79,3 +79,15 @@ def test_state_round_trip_and_mismatches_are_refused() -> None:
         bigger.load_state_dict(saved)
     with pytest.raises(ValueError, match=r"\(0, 1\)"):
         WeightAverage(model, decay=1.0)
+
+
+def test_a_saved_average_continues_through_the_constructor() -> None:
+    # A resume state's average (flat tensors, as every trainer version wrote them) continues where it stopped.
+    model = nontrivial_model(CFG)
+    old = {f"ema.{n}": p.detach() * 2 for n, p in model.named_parameters()}
+    old["ema.__updates__"] = torch.tensor([7], dtype=torch.int64)
+    ema = WeightAverage(model, decay=0.9, state=old)
+    assert ema.updates == 7 and ema.current_decay() == pytest.approx(8 / 17)
+    for (n, p), s in zip(model.named_parameters(), ema.shadow, strict=True):
+        assert torch.equal(s, p.detach() * 2), n
+    assert ema.state_dict().keys() == old.keys()

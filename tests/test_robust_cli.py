@@ -13,7 +13,7 @@ import torch
 from hostile import corpus
 
 from train.__main__ import main
-from train.folder import IMAGE_SUFFIXES, load_folder
+from train.data.folder import IMAGE_SUFFIXES, load_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 

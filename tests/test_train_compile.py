@@ -141,14 +141,14 @@ def test_a_failed_first_compiled_step_leaves_the_eager_run_exactly(tmp_path, mon
 def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypatch):
     from torch._dynamo.utils import counters as dynamo_counters
 
-    import train.loop as loop
+    import train.curve_point as curve_point
 
     if (problem := compiling.compiler_problem("cpu")) is not None:  # e.g. no C++ compiler on this machine
         pytest.skip(f"torch.compile does not work here: {problem}")
 
     torch._dynamo.reset()
     graphs_during_eval: list[int] = []
-    real_eval = loop.eval_bits_per_dim
+    real_eval = curve_point.eval_bits_per_dim
 
     def counting_eval(*args, **kwargs):
         before = dynamo_counters["stats"]["unique_graphs"]
@@ -156,7 +156,7 @@ def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypat
         graphs_during_eval.append(dynamo_counters["stats"]["unique_graphs"] - before)
         return out
 
-    monkeypatch.setattr(loop, "eval_bits_per_dim", counting_eval)
+    monkeypatch.setattr(curve_point, "eval_bits_per_dim", counting_eval)
     try:
         run(tiny(max_steps=8, compile="on"), tmp_path, stop_after=4)
         assert counters(tmp_path)["compiled"] is True

@@ -219,10 +219,10 @@ def test_one_process_downloads_while_the_others_wait(tmp_path):
     assert "raised: cifar10: no network here" in err0 and "raised: cifar10: no network here" in err1
 
 
-# The GPU step (deferred checks: fused Adam skips on a device flag, loss read every --log-every steps) under DDP,
+# The one step path (fused Adam skips on a device flag, the tally read every --log-every steps) under DDP,
 # on gloo: rank 1's third batch is NaN, its gradient reaches every rank through the all-reduce, and every rank
 # skips the same step.
-_DEFERRED = r"""
+_SKIPPING = r"""
 import math, os, sys
 from pathlib import Path
 import torch
@@ -237,13 +237,13 @@ def loss(net, model, x):
 loop.loss_bits_per_dim = loss
 torch.set_num_threads(1)
 cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=6, eval_limit=32, log_every=3)
-loop.train(cfg, options.RunOptions(out=Path(sys.argv[1]), device="cpu", progress=False, deferred_checks=True))
+loop.train(cfg, options.RunOptions(out=Path(sys.argv[1]), device="cpu", progress=False))
 """
 
 
 @pytest.mark.timeout(600)
 def test_the_gpu_step_under_ddp_skips_the_same_step_on_every_rank(tmp_path):
-    results = _launch(_DEFERRED, [str(tmp_path / "run")])
+    results = _launch(_SKIPPING, [str(tmp_path / "run")])
     assert [code for code, _, _ in results] == [0, 0], results
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "steps 1..3: 1 non-finite loss or gradient; skipped" in log, log

@@ -119,7 +119,7 @@ def test_fused_step_skips_a_non_finite_batch_and_restores_the_batchnorm_averages
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_deferred_checks_train_skip_and_stop_a_diverging_run(tmp_path, monkeypatch):
+def test_non_finite_steps_are_skipped_counted_and_stop_a_diverging_run(tmp_path, monkeypatch):
     import train.loop as loop
 
     real = loop.loss_bits_per_dim
@@ -133,17 +133,15 @@ def test_deferred_checks_train_skip_and_stop_a_diverging_run(tmp_path, monkeypat
     torch.set_num_threads(1)
     cfg = preset("digits-tiny").with_updates(epochs=0, max_steps=9, eval_limit=32, log_every=5)
     monkeypatch.setattr(loop, "loss_bits_per_dim", every_third_nan)
-    result = run_training(cfg, RunOptions(out=tmp_path / "a", progress=False, deferred_checks=True))
-    assert result["step"] == 9  # a skipped step still counts as a step when the host does not wait for the flag
+    result = run_training(cfg, RunOptions(out=tmp_path / "a", progress=False))
+    assert result["step"] == 9  # a skipped step counts as a step: the host does not wait for the flag
     log = (tmp_path / "a" / "log.txt").read_text()
     assert "steps 1..5: 1 non-finite loss or gradient; skipped" in log and "steps 6..9: 2 non-finite" in log, log
     assert math.isfinite(result["best_bpd"])
 
     monkeypatch.setattr(loop, "loss_bits_per_dim", lambda net, model, x: real(net, model, x) * math.inf)
     with pytest.raises(loop.TrainingError, match="non-finite steps in a row"):
-        run_training(
-            cfg.with_updates(max_steps=60), RunOptions(out=tmp_path / "b", progress=False, deferred_checks=True)
-        )
+        run_training(cfg.with_updates(max_steps=60), RunOptions(out=tmp_path / "b", progress=False))
 
 
 # --- 8. evaluation is float32, not TF32 --------------------------------------------------------------------

@@ -45,7 +45,7 @@ def save_checkpoint(
     elapsed: Callable[[], float],
 ) -> None:
     """Writes ``last.safetensors`` and the resume state (the best checkpoint is written where the test
-    bits/dim is measured, see ``train.loop.evaluate_and_save``). The main process's job; ``run.rng`` must hold
+    bits/dim is measured, see ``train.curve_point.evaluate_and_save``). The main process's job; ``run.rng`` must hold
     every rank's states."""
     save_model(model, out / "last.safetensors", meta, half=half)
     run.elapsed_s = elapsed()  # read after the model files, as the state is the last thing written

@@ -7,8 +7,11 @@ jitter around a minimum and their average sits closer to it. After every optimis
 
 where t counts the updates, so that early shadows are not dominated by the random initial weights. Only
 parameters are averaged; buffers (the batch-norm running averages, which belong to the weights they were
-measured with) are taken from the live model and recalibrated for the averaged weights before the final
+measured with) are taken from the live model and recalibrated for the averaged weights before each
 evaluation (see ``train.evaluate.recalibrate_batchnorm``).
+
+Not ``torch.optim.swa_utils.AveragedModel``: its update waits for the GPU at every step (pytorch#175085) and
+loops over the tensors in Python; its ``get_ema_multi_avg_fn`` has no warm-up.
 """
 
 from __future__ import annotations
@@ -24,15 +27,18 @@ from .evaluate import recalibrate_batchnorm, recalibration_batches
 
 
 class WeightAverage:
-    """The shadow copy of ``model``'s parameters (float32, on the parameters' device)."""
+    """The shadow copy of ``model``'s parameters (float32, on the parameters' device), optionally continuing
+    a saved average (:meth:`state_dict`)."""
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict[str, torch.Tensor] | None = None) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"--ema must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
         self.names = [n for n, _ in model.named_parameters()]
         self.shadow = [p.detach().clone() for p in model.parameters()]
+        if state:
+            self.load_state_dict(state)
 
     def current_decay(self) -> float:
         return min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))

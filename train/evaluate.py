@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from PIL import Image
 from torch import nn
+from torch.optim.swa_utils import update_bn
 
 from nvp_core import BatchNormFlow, RealNVP, dequantize
 from nvp_core.latent import temperature_rows
@@ -86,30 +87,28 @@ def save_png(array: np.ndarray, path: Path) -> None:
 
 @torch.no_grad()
 def recalibrate_batchnorm(model: RealNVP, batches: Iterator[torch.Tensor]) -> int:
-    """Recomputes the running averages of every batch norm (the flow's and the s,t ResNets') as the plain
-    mean over ``batches`` of continuous images in train mode, instead of the exponential average of the
-    training trajectory. Returns the number of batches used. Parameters are not touched."""
+    """Recomputes the running averages of every batch norm as the plain mean over ``batches`` of continuous
+    images in train mode, instead of the exponential average of the training trajectory: the s,t ResNets'
+    with ``torch.optim.swa_utils.update_bn``, the flow's own in the same pass (``BatchNormFlow`` is no
+    ``nn.BatchNorm``, which update_bn leaves alone). Returns the number of batches used. Parameters are not
+    touched."""
     flow_bns = [m for m in model.modules() if isinstance(m, BatchNormFlow)]
-    net_bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    flow_saved = [m.momentum for m in flow_bns]
-    net_saved = [m.momentum for m in net_bns]
-    for net_bn in net_bns:
-        net_bn.reset_running_stats()
-        net_bn.momentum = None  # cumulative average
-    was_training = model.training
-    model.train()
+    saved = [m.momentum for m in flow_bns]
     n = 0
+
+    def next_batch(_module: nn.Module, _args: tuple[object, ...]) -> None:
+        nonlocal n
+        n += 1
+        for flow_bn in flow_bns:
+            flow_bn.momentum = 1.0 / n  # lerp with 1/n is the running mean of the batch statistics
+
+    hook = model.register_forward_pre_hook(next_batch)
     try:
-        for n, x in enumerate(batches, start=1):
-            for flow_bn in flow_bns:
-                flow_bn.momentum = 1.0 / n  # lerp with 1/n is the running mean of the batch statistics
-            model(x)
+        update_bn(batches, model)  # it forwards nothing without an nn.BatchNorm; the s,t ResNets always have one
     finally:
-        for flow_bn, flow_mom in zip(flow_bns, flow_saved, strict=True):
-            flow_bn.momentum = flow_mom
-        for net_bn, net_mom in zip(net_bns, net_saved, strict=True):
-            net_bn.momentum = net_mom
-        model.train(was_training)
+        hook.remove()
+        for flow_bn, momentum in zip(flow_bns, saved, strict=True):
+            flow_bn.momentum = momentum
     return n
 
 

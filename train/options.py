@@ -25,5 +25,3 @@ class RunOptions:
     # evaluation; measured equal to one big batch, bench/README.md) or "sync" (SyncBatchNorm, GPUs only).
     # The flow's own batch norm, which defines the density, is always synced exactly.
     resnet_bn: str = "local"
-    # Read the loss and the non-finite flag only every --log-every steps (None: on CUDA, where a read stalls).
-    deferred_checks: bool | None = None

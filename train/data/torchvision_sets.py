@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import CIFAR10_CLASSES, DIGIT_CLASSES, FASHION_CLASSES, DataError, Splits, _from_arrays
+from .base import CIFAR10_CLASSES, DIGIT_CLASSES, FASHION_CLASSES, DataError, Splits, from_arrays
 
 CELEBA_CROP = 148  # the paper's central crop of the 178x218 aligned faces, then resized to 64 (sec. 4.1)
 CELEBA_SIZE = 64
@@ -34,11 +34,11 @@ def load_torchvision(name: str, root: Path) -> Splits:
             cls = tv.datasets.MNIST if name == "mnist" else tv.datasets.FashionMNIST
             tr, te = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
             classes = DIGIT_CLASSES if name == "mnist" else FASHION_CLASSES
-            return _from_arrays(name, tr.data.numpy(), tr.targets.numpy(), te.data.numpy(), te.targets.numpy(), classes)
+            return from_arrays(name, tr.data.numpy(), tr.targets.numpy(), te.data.numpy(), te.targets.numpy(), classes)
         if name == "cifar10":
             tr = tv.datasets.CIFAR10(str(root), train=True, download=True)
             te = tv.datasets.CIFAR10(str(root), train=False, download=True)
-            return _from_arrays(name, tr.data, np.array(tr.targets), te.data, np.array(te.targets), CIFAR10_CLASSES)
+            return from_arrays(name, tr.data, np.array(tr.targets), te.data, np.array(te.targets), CIFAR10_CLASSES)
         if name == "celeba":
             return _celeba(tv, root)
     except (OSError, RuntimeError) as e:
@@ -58,4 +58,4 @@ def _celeba(tv: Any, root: Path) -> Splits:
         return np.stack([np.asarray(ds[i][0].convert("RGB")) for i in range(len(ds))])
 
     x_tr, x_te = arrays("train"), arrays("test")
-    return _from_arrays("celeba", x_tr, -np.ones(len(x_tr)), x_te, -np.ones(len(x_te)), [])
+    return from_arrays("celeba", x_tr, -np.ones(len(x_tr)), x_te, -np.ones(len(x_te)), [])

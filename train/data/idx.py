@@ -1,4 +1,7 @@
-"""Reader for the IDX format of (Fashion-)MNIST: ``*-images-idx3-ubyte[.gz]`` and ``*-labels-idx1-ubyte[.gz]``."""
+"""``fashion-mnist`` from its IDX files (``*-images-idx3-ubyte[.gz]``, ``*-labels-idx1-ubyte[.gz]``).
+
+A reader of our own, because Debian's package or a folder of those files then trains without torchvision.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
+
+from .base import FASHION_CLASSES, DataError, Splits, from_arrays
+
+FASHION_MNIST_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
+_FILES = [f"{p}-{k}" for p in ("train", "t10k") for k in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
 # IDX type codes -> numpy dtypes (big-endian where it matters).
 _DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -58,3 +66,25 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "wb") as f:
         f.write(payload)
+
+
+def load_fashion_mnist(data_dir: Path | None) -> Splits | None:
+    """Fashion-MNIST from the IDX files in ``data_dir`` (default: Debian's folder); ``None`` when not there."""
+    for folder in [data_dir] if data_dir else list(FASHION_MNIST_DIRS):
+        paths = [find_idx(folder, stem) for stem in _FILES]
+        if all(paths):
+            try:
+                x_tr, y_tr, x_te, y_te = (read_idx(p) for p in paths)  # type: ignore[arg-type]
+            except IdxError as e:
+                raise DataError(f"Fashion-MNIST: {e}") from None
+            return from_arrays("fashion-mnist", x_tr, y_tr, x_te, y_te, FASHION_CLASSES)
+    return None
+
+
+def fashion_mnist_missing(data_dir: Path | None, why: str) -> DataError:
+    """The message when neither the IDX files nor torchvision (``why``) gave Fashion-MNIST."""
+    where = f"--data-dir {data_dir}" if data_dir else " or ".join(str(f) for f in FASHION_MNIST_DIRS)
+    return DataError(
+        f"Fashion-MNIST not found in {where} (expected {', '.join(f + '[.gz]' for f in _FILES)}). Fix: install "
+        f"Debian's package (sudo apt install dataset-fashion-mnist), or pass --data-dir DIR with those files. ({why})"
+    )
