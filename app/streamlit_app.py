@@ -34,6 +34,7 @@ PAGES = [
     ("views/attributes.py", "Attributes", ":material/tune:"),
     ("views/how_it_works.py", "How it works", ":material/school:"),
     ("views/runs.py", "Runs", ":material/monitoring:"),
+    ("views/playground.py", "Playground", ":material/toys:"),
 ]
 
 

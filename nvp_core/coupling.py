@@ -83,15 +83,17 @@ class ChannelCoupling(_AffineCoupling):
 
     Shapes: ``[B, C, H, W] -> [B, C, H, W]`` with C even; log-det :math:`\sum s(x_1)`. ``parity`` 0
     conditions on the first half, 1 on the second. Only the changed half is computed (no wasted work).
+    ``net`` replaces the default ResNet by any ``[B, C/2, H, W] -> [B, C, H, W]`` module (raw s and t stacked on
+    the channels), e.g. an MLP for vectors seen as ``[B, D, 1, 1]`` (:mod:`nvp_core.toy`).
     """
 
-    def __init__(self, channels: int, mid: int, num_blocks: int, parity: int) -> None:
+    def __init__(self, channels: int, mid: int, num_blocks: int, parity: int, net: nn.Module | None = None) -> None:
         if channels % 2:
             raise ValueError(f"ChannelCoupling needs an even channel count, got {channels}")
         super().__init__(channels // 2)
         self.parity = parity
         self.register_buffer("mask", channel_mask(channels, parity), persistent=False)
-        self.net = ResNet(channels // 2, mid, channels, num_blocks)
+        self.net = net if net is not None else ResNet(channels // 2, mid, channels, num_blocks)
 
     def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a, b = x.chunk(2, dim=1)

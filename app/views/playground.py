@@ -1,0 +1,167 @@
+"""Playground: a Real NVP on 2-D toy data that trains live on the server, with the paper's fig. 1 layer by layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from app import state, toy_compute, toy_pictures, widgets
+from nvp_core.toy_data import DATASETS, EXTENT
+from nvp_core.toy_train import ToySettings, ToyTrainer
+
+TRAINER = "_toy_trainer"  # this session's model (never shared); one per session, replaced when its settings change
+RUNNING = "_toy_running"
+TICK = 0.7  # seconds between live updates while training (a chunk trains ~0.5 s of them)
+RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
+WIDTHS = [16, 32, 64, 128, 256]
+SHOWN = 1000  # data points and samples in the pictures
+HEAT = 120  # heatmap raster side
+
+ctx = state.current()
+st.title("Playground")
+st.caption(
+    "A Real NVP for points in the plane, trained here, live: affine couplings whose s and t are small networks "
+    "(each moves one coordinate given the other, eq. 7–9), batch norm between them (eq. 10–11), a standard normal "
+    "prior. It learns log p(x) = log N(f(x); 0, I) + log |det ∂f/∂x| (eq. 3) exactly, as the image model does."
+)
+
+
+def _trainer(settings: ToySettings) -> ToyTrainer:
+    """This session's trainer: kept while only the learning rate changes, a new one for other settings."""
+    trainer: ToyTrainer | None = st.session_state.get(TRAINER)
+    if trainer is None or not trainer.settings.same_model(settings):
+        trainer = ToyTrainer(settings)
+        st.session_state[TRAINER] = trainer
+        st.session_state[RUNNING] = False
+    elif trainer.settings.lr != settings.lr:
+        trainer.set_lr(settings.lr)
+    return trainer
+
+
+def _run(on: bool) -> None:
+    st.session_state[RUNNING] = on
+
+
+def _reset() -> None:
+    trainer: ToyTrainer | None = st.session_state.get(TRAINER)
+    if trainer is not None:
+        trainer.reset()
+    st.session_state[RUNNING] = False
+
+
+c1, c2, c3, c4 = st.columns(4)
+dataset = c1.selectbox("Data set", list(DATASETS), key=ctx.s("pg_data"), persist_state="session")
+couplings = c2.slider("Couplings", 2, 12, 6, key=ctx.s("pg_couplings"), persist_state="session")
+hidden = c3.select_slider("Hidden units", WIDTHS, value=64, key=ctx.s("pg_hidden"), persist_state="session")
+lr = c4.select_slider(
+    "Learning rate", RATES, value=3e-3, format_func=lambda v: f"{v:g}", key=ctx.s("pg_lr"), persist_state="session"
+)
+trainer = _trainer(ToySettings(str(dataset), int(couplings), int(hidden), float(lr)))
+running = bool(st.session_state.get(RUNNING)) and trainer.error is None
+b1, b2, b3, _ = st.columns([1, 1, 1, 5])
+b1.button("Train", key="pg_train", type="primary", on_click=_run, args=(True,), disabled=running or bool(trainer.error))
+b2.button("Pause", key="pg_pause", on_click=_run, args=(False,), disabled=not running)
+b3.button("Reset", key="pg_reset", on_click=_reset, help="A new model with the settings above.")
+
+
+def _status(trainer: ToyTrainer, trained: bool | None) -> None:
+    if trainer.error:
+        st.error(trainer.error)
+        return
+    test = f" · test log-likelihood {trainer.test_log_likelihood():.3f} nats/point" if trainer.steps else ""
+    rate = f" · {toy_compute.steps_per_second(trainer):.0f} steps/s" if trainer.steps else ""
+    note = ""
+    if trained is False:
+        note = f" · waiting for a free training slot ({toy_compute.waiting() + 1} sessions are waiting)"
+    st.caption(f"step {trainer.steps} · {trainer.seconds:.1f} s of training{rate}{test}{note}")
+
+
+def _pictures(trainer: ToyTrainer) -> None:
+    temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=ctx.s("pg_t"), persist_state="session")
+    data = trainer.test_points.numpy()[:SHOWN]
+    samples = trainer.samples(SHOWN, float(temp), seed=0)
+    log_p = trainer.log_density(toy_pictures.mesh(EXTENT, HEAT)).reshape(HEAT, HEAT)
+    heat, top = toy_pictures.density(log_p)
+    cols = st.columns(4)
+    widgets.picture(toy_pictures.scatter(data, EXTENT), 240, f"data: {dataset} ({len(data)} test points)", cols[0])
+    widgets.picture(
+        toy_pictures.scatter(samples, EXTENT, rgb=toy_pictures.MODEL_RGB),
+        240,
+        f"model samples at T = {temp:g} (x = f⁻¹(T·z))",
+        cols[1],
+    )
+    widgets.picture(heat, 240, f"log p(x): brightest {top:.2f}, dark ≤ {top - 10:.2f} nats", cols[2])
+    with cols[3]:
+        _loss_curve(trainer)
+
+
+def _loss_curve(trainer: ToyTrainer) -> None:
+    if not trainer.history:
+        st.caption("The loss curve appears once training starts.")
+        return
+    steps, losses = zip(*trainer.history, strict=True)
+    fig = go.Figure(go.Scatter(x=steps, y=losses, mode="lines", line={"width": 1}))
+    fig.update_layout(
+        height=240,
+        margin={"l": 10, "r": 10, "t": 24, "b": 10},
+        title={"text": "training loss −log p (nats/point)", "font": {"size": 12}},
+        xaxis_title="step",
+    )
+    st.plotly_chart(fig, key="pg_curve")
+
+
+def _label(name: str) -> str:
+    """Layer names for the plane: which coordinate a coupling keeps."""
+    inverse = name.endswith(" inverse")
+    base = name.removesuffix(" inverse")
+    if base.startswith("channel coupling"):
+        base = "coupling, x₁ fixed" if "first" in base else "coupling, x₂ fixed"
+    return base + (" ⁻¹" if inverse else "")
+
+
+def _layers(trainer: ToyTrainer) -> None:
+    """The paper's fig. 1, layer by layer: inference x → z and generation z → x, each step with its log-det."""
+    st.subheader("Layer by layer")
+    st.caption(
+        "Each panel is the plane after one more layer, with a grid carried along; points keep the colour of where "
+        "they started. Log-det: the step's log |det J| averaged over the points (a batch norm's is the same for all)."
+    )
+    forward = toy_compute.trace(trainer, trainer.test_points.numpy()[:600], toy_pictures.grid_lines(EXTENT), False)
+    _row("Inference x → z (data to latent)", forward)
+    z = np.random.default_rng(0).standard_normal((600, 2)).astype(np.float32)
+    backward = toy_compute.trace(trainer, z, toy_pictures.grid_lines(3.0), True)
+    _row("Generation z → x (latent to data)", backward)
+
+
+def _row(title: str, tr: toy_compute.Trace) -> None:
+    colours = toy_pictures.point_colours(tr.points[0])
+    panels = [
+        toy_pictures.panel(p, colours, lines, _label(name), "start" if k == 0 else f"log-det {ld:+.3f}")
+        for k, (name, p, lines, ld) in enumerate(zip(tr.names, tr.points, tr.lines, tr.logdets, strict=True))
+    ]
+    total = sum(tr.logdets)
+    widgets.picture(
+        toy_pictures.panels_row(panels, ncol=min(7, len(panels))),
+        min(1100, 190 * min(7, len(panels))),
+        f"{title}: {len(panels) - 1} layers, total log-det {total:+.3f} nats (mean over the points)",
+    )
+
+
+@state.fragment(run_every=TICK if running else None)
+def live() -> None:
+    trainer: ToyTrainer = st.session_state[TRAINER]
+    trained = None
+    if st.session_state.get(RUNNING) and trainer.error is None:
+        trained = toy_compute.train_chunk(trainer)
+        if trainer.error:  # stops the timer: the whole page reruns and shows the message with Reset
+            st.session_state[RUNNING] = False
+            st.rerun(scope="app")
+    _status(trainer, trained)
+    if trainer.error:
+        return
+    _pictures(trainer)
+    _layers(trainer)
+
+
+live()
