@@ -89,7 +89,6 @@ def _package_inits(known: set[str]) -> set[str]:
     return {m for m in known if "." not in m}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the restructure is not merged yet")
 def test_no_import_cycles_between_the_projects_modules():
     mods = _modules()
     known = set(mods)
@@ -105,7 +104,7 @@ def test_no_import_cycles_between_the_projects_modules():
     [
         "app",
         pytest.param("nvp_core", marks=pytest.mark.xfail(strict=True, reason="issue 24")),
-        pytest.param("train", marks=pytest.mark.xfail(strict=True, reason="issue 24")),
+        "train",
     ],
 )
 def test_modules_are_small(pkg):
@@ -114,7 +113,6 @@ def test_modules_are_small(pkg):
     assert big == {}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the restructure is not merged yet")
 def test_no_function_over_a_screenful():
     long = {}
     for pkg in MODULE_LINES:
@@ -127,7 +125,6 @@ def test_no_function_over_a_screenful():
     assert long == {}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the restructure is not merged yet")
 def test_only_the_benchmarks_tests_import_bench():
     offenders = []
     for path in sorted((ROOT / "tests").rglob("*.py")):
@@ -170,14 +167,13 @@ def test_streamlit_internals_live_in_one_app_module():
     [
         "README.md",
         "models/README.md",
-        pytest.param("bench/README.md", marks=pytest.mark.xfail(strict=True, reason="issue 24")),
+        "bench/README.md",
     ],
 )
 def test_docs_are_concise(doc):
     assert len((ROOT / doc).read_text()) <= DOC_CHARS[doc]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the restructure is not merged yet")
 def test_bench_results_hold_at_most_30_committed_files():
     import subprocess
 
