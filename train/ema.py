@@ -10,7 +10,7 @@ parameters are averaged; buffers (the batch-norm running averages, which belong 
 measured with) are taken from the live model and recalibrated for the averaged weights before each
 evaluation (see ``train.evaluate.recalibrate_batchnorm``).
 
-Not ``torch.optim.swa_utils.AveragedModel``: its update waits for the GPU at every step (pytorch#175085) and
+Not ``torch.optim.swa_utils.AveragedModel``: its update waits for the GPU at every step and
 loops over the tensors in Python; its ``get_ema_multi_avg_fn`` has no warm-up.
 """
 
