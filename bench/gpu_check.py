@@ -220,7 +220,7 @@ class Checks:
         from train.options import RunOptions
 
         def syncs(steps: int) -> Counter:
-            cfg = TrainConfig(dataset=self.small_ds, image_size=16, channels=1, num_scales=2, num_blocks=1,
+            cfg = TrainConfig(dataset=self.small_ds, image_size=16, in_channels=1, num_scales=2, num_blocks=1,
                               mid_channels=16, batch_size=64, epochs=0, max_steps=steps, eval_limit=64, log_every=20,
                               precision="fp32", warmup_steps=5)  # fmt: skip
             out = self.work / f"syncs{steps}"

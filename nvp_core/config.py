@@ -3,39 +3,39 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, TypeVar
+
+
+def setting(default: Any, help: str, **cli: Any) -> Any:
+    """A dataclass field with its one-line ``help`` in the metadata, from which the trainer makes its flag.
+
+    ``cli`` may add ``group``, ``flag`` (the name instead of ``--field-name``), ``aliases`` and ``choices``."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
+_C = TypeVar("_C", bound="FlowConfig")
 
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Everything needed to rebuild a :class:`~nvp_core.RealNVP`.
+    """Everything needed to rebuild a :class:`~nvp_core.RealNVP`; each field's ``help`` says what it is.
 
-    Attributes:
-        in_channels: image channels C (1 for grayscale, 3 for RGB).
-        image_size: height and width H = W of the images; divisible by ``2**(num_scales-1)``.
-        num_scales: number of scales L; latent levels are numbered 1 (finest) .. L (coarsest).
-        mid_channels: feature width of the s,t ResNets at the first scale.
-        num_blocks: residual blocks in each s,t ResNet.
-        width_growth: factor applied to the feature width after each squeeze (paper: 2).
-        max_mid_channels: cap on the feature width (``None``: no cap), to keep deep models small.
-        logit_alpha: α of the logit preprocessing ``p = α + (1-2α) x`` (paper: 0.05).
-        bn_momentum: momentum of the running averages of the batch-norm bijectors.
-        bn_eps: ε added to the variance in the batch-norm bijectors.
-        final_couplings: checkerboard couplings at the final scale (paper: 4).
+    Latent levels are numbered 1 (finest) .. L = ``num_scales`` (coarsest).
     """
 
-    in_channels: int = 1
-    image_size: int = 28
-    num_scales: int = 3
-    mid_channels: int = 64
-    num_blocks: int = 4
-    width_growth: int = 2
-    max_mid_channels: int | None = None
-    logit_alpha: float = 0.05
-    bn_momentum: float = 0.05
-    bn_eps: float = 1e-4
-    final_couplings: int = 4
+    in_channels: int = setting(1, "image channels C (1 = grayscale, 3 = RGB)")
+    image_size: int = setting(28, "height and width H = W of the images; divisible by 2^(scales-1)")
+    num_scales: int = setting(3, "scales L of the multi-scale architecture", aliases=("--scales",))
+    mid_channels: int = setting(64, "features of the s,t ResNets at the first scale (times width_growth after "
+                                "each squeeze)", aliases=("--features",))  # fmt: skip
+    num_blocks: int = setting(4, "residual blocks in each s,t ResNet", aliases=("--blocks",))
+    width_growth: int = setting(2, "factor on the features after each squeeze (paper: 2)")
+    max_mid_channels: int | None = setting(None, "cap on the features, to keep deep models small (none: no cap)")
+    logit_alpha: float = setting(0.05, "alpha of the logit preprocessing p = alpha + (1-2 alpha) x (paper: 0.05)")
+    bn_momentum: float = setting(0.05, "momentum of the running averages of the flow's batch-norm bijectors")
+    bn_eps: float = setting(1e-4, "epsilon added to the variance in the flow's batch-norm bijectors")
+    final_couplings: int = setting(4, "checkerboard couplings at the final scale (paper: 4)")
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -71,7 +71,7 @@ class FlowConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FlowConfig:
+    def from_dict(cls: type[_C], d: dict[str, Any]) -> _C:
         """Build from a dict, refusing unknown keys with a clear message."""
         if not isinstance(d, dict):
             raise ValueError(f"FlowConfig: expected a JSON object, got {type(d).__name__}")
@@ -82,7 +82,7 @@ class FlowConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, s: str) -> FlowConfig:
+    def from_json(cls: type[_C], s: str) -> _C:
         return cls.from_dict(json.loads(s))
 
 

@@ -70,11 +70,12 @@ def _source_of(module: str) -> str:
     return "\n".join(f.read_text() for f in files)
 
 
-def _check_flags(argv: list[str], source: str, what: str) -> None:
+def _check_flags(argv: list[str], source: str, what: str, options: frozenset[str] | set[str] = frozenset()) -> None:
+    """Each ``--flag`` is an option of the parser (``options``) or, for other scripts, a literal in their source."""
     for arg in argv:
         flag = arg.split("=", 1)[0]
         if flag.startswith("--") and flag != "--help":
-            assert f'"{flag}"' in source, f"{what}: no flag {flag}"
+            assert flag in options or f'"{flag}"' in source, f"{what}: no flag {flag}"
 
 
 def _check(argv: list[str], doc: str) -> None:
@@ -85,14 +86,17 @@ def _check(argv: list[str], doc: str) -> None:
         module, args = argv[2], argv[3:]
         if module.split(".")[0] not in PROJECT:
             return  # venv, pip, pytest, mypy, streamlit: not ours
-        if module == "train" and not {"--help", "-h"} & set(args):
-            from train.cli import parse
+        options: set[str] = set()
+        if module == "train":
+            from train.cli import build_parser, parse
 
-            try:
-                parse(args)
-            except (SystemExit, ValueError) as e:
-                pytest.fail(f"{what}: does not parse ({e})")
-        _check_flags(args, _source_of(module), what)
+            options = set(build_parser()._option_string_actions)  # the trainer's flags are generated, not literals
+            if not {"--help", "-h"} & set(args):
+                try:
+                    parse(args)
+                except (SystemExit, ValueError) as e:
+                    pytest.fail(f"{what}: does not parse ({e})")
+        _check_flags(args, _source_of(module), what, options)
     elif argv[0] in ("python", "python3"):
         script = ROOT / argv[1]
         assert script.is_file(), f"{what}: no script {argv[1]}"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nvp_core import load_model
+from train.config import TrainConfig
 from train.export import gallery_bits_per_dim
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -27,6 +28,8 @@ def test_shipped_model(name, classes, size):
     assert set(meta) >= META_KEYS, META_KEYS - set(meta)
     assert model.config.image_size == meta["image_size"] == size and model.config.in_channels == meta["channels"]
     assert len(meta["class_names"]) == classes
+    recipe = TrainConfig.from_dict(meta["train_config"])  # an older trainer's keys are upgraded
+    assert recipe.flow_config(meta["channels"], size) == model.config
     # Every version stays in the history: 12 MiB holds the 5.3M-parameter Fashion-MNIST model in float16.
     assert path.stat().st_size < 12 * 1024 * 1024, "keep the shipped model small"
 

@@ -75,6 +75,22 @@ def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     )
 
 
+def test_a_run_folder_of_an_older_trainer_resumes(tmp_path):
+    """Its state names the channels ``channels`` (before TrainConfig derived from FlowConfig)."""
+    cfg = tiny(max_steps=6, warmup_steps=2)
+    run(cfg, tmp_path / "straight")
+    run(cfg, tmp_path / "old", stop_after=3)
+    path = tmp_path / "old" / "last.state.json"
+    state = json.loads(path.read_text())
+    recipe = state["counters"]["train_config"]
+    recipe["channels"] = recipe.pop("in_channels")
+    path.write_text(json.dumps(state))
+    run(cfg, tmp_path / "old", resume=True)
+    a = load_file(str(tmp_path / "straight" / "last.state.safetensors"))
+    b = load_file(str(tmp_path / "old" / "last.state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_a_different_recipe(tmp_path):
     run(tiny(max_steps=3), tmp_path, stop_after=2)
     with pytest.raises(ValueError, match="settings differ"):

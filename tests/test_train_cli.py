@@ -78,18 +78,9 @@ def _has_torchvision() -> bool:
 
 
 def test_every_model_field_has_a_flag_and_reaches_the_model():
-    from dataclasses import fields
-
-    from nvp_core import FlowConfig
-    from train.config import DATA_SHAPED, model_fields
-
-    assert set(model_fields()) | set(DATA_SHAPED) == {f.name for f in fields(FlowConfig)}
     argv = ["--num-scales", "2", "--num-blocks", "2", "--mid-channels", "8", "--max-mid-channels", "12",
             "--width-growth", "3", "--final-couplings", "2", "--logit-alpha", "0.01", "--bn-momentum", "0.2",
             "--bn-eps", "1e-3"]  # fmt: skip
-    help_text = build_parser().format_help()
-    for name in model_fields():
-        assert "--" + name.replace("_", "-") in help_text
     cfg, _, _ = parse(argv)
     flow = cfg.flow_config(1, 28)
     assert (flow.num_scales, flow.num_blocks, flow.mid_channels, flow.max_mid_channels) == (2, 2, 8, 12)
@@ -97,12 +88,46 @@ def test_every_model_field_has_a_flag_and_reaches_the_model():
     assert (flow.bn_momentum, flow.bn_eps) == (0.2, 1e-3)
 
 
-def test_model_defaults_are_flowconfigs():
+def test_every_training_field_has_one_flag_with_help_and_round_trips():
+    """One edit adds a hyperparameter: each TrainConfig field (FlowConfig's inherited) gets a flag with help."""
+    from dataclasses import fields
+
     from nvp_core import FlowConfig
-    from train.config import TrainConfig, model_fields
+    from train.config import TrainConfig
+
+    assert {f.name for f in fields(FlowConfig)} <= {f.name for f in fields(TrainConfig)}
+    actions = {a.dest: a for a in build_parser()._actions}
+    for f in fields(TrainConfig):
+        assert f.name in actions, f"no flag for {f.name}"
+        assert actions[f.name].help and f.metadata["help"] in actions[f.name].help, f.name
+    changed = {"beta1": 0.8, "sample_temperatures": (0.9, 0.6), "samples_per_temperature": 3, "flip": True,
+               "half_checkpoint": True, "bn_recalibration_batches": 4, "in_channels": 3, "max_mid_channels": 16}
+    argv = ["--beta1", "0.8", "--sample-temperatures", "0.9", "0.6", "--samples-per-temperature", "3", "--flip",
+            "--half", "--bn-recalibration", "4", "--channels", "3", "--max-mid-channels", "16"]  # fmt: skip
+    cfg, _, _ = parse(argv)
+    assert {k: getattr(cfg, k) for k in changed} == changed
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_model_defaults_are_flowconfigs():
+    from dataclasses import fields
+
+    from nvp_core import FlowConfig
+    from train.config import TrainConfig
 
     cfg, flow = TrainConfig(), FlowConfig()
-    assert all(getattr(cfg, name) == getattr(flow, name) for name in model_fields())
+    shaped = {"in_channels", "image_size"}  # 0 in a training config: the dataset's own
+    assert all(getattr(cfg, f.name) == getattr(flow, f.name) for f in fields(FlowConfig) if f.name not in shaped)
+
+
+def test_an_older_trainers_config_is_upgraded():
+    from train.config import TrainConfig
+
+    old = TrainConfig(in_channels=1).to_dict()
+    old["channels"] = old.pop("in_channels")
+    assert TrainConfig.from_dict(old).in_channels == 1
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({**old, "no_such_option": 1})
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ import torch
 from nvp_core import RealNVP, load_model, save_model
 from nvp_core.checkpoint import CheckpointError
 
-from .config import TrainConfig
+from .config import TrainConfig, upgrade
 from .data import Splits
 from .distributed import DistInfo
 from .options import RunOptions
@@ -76,6 +76,7 @@ def same_recipe(saved: dict[str, Any], now: dict[str, Any]) -> bool:
     """Whether a saved run's settings match the current ones (budgets aside). A setting that did not exist
     when the run was saved counts as its default, so runs saved by an older trainer stay resumable."""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
+    saved = upgrade(saved)
     keys = (set(saved) | set(now)) - _RESUMABLE_CHANGES
     return all(saved.get(k, defaults.get(k)) == now.get(k, defaults.get(k)) for k in keys)
 

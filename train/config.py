@@ -3,78 +3,78 @@
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, TypeVar
 
 from nvp_core import FlowConfig
+from nvp_core.config import setting
 
+#: Keys an older trainer wrote under another name (a run folder or checkpoint made before the rename).
+_RENAMED = {"channels": "in_channels"}
 
-def _model_default(name: str) -> Any:
-    """The default of a :class:`FlowConfig` field: the model's defaults are written once, in nvp_core."""
-    default = FlowConfig.__dataclass_fields__[name].default
-    assert default is not MISSING
-    return default
-
-
-#: FlowConfig fields that the training config sets from the dataset, not from a flag of their own.
-DATA_SHAPED = {"in_channels": "channels", "image_size": "image_size"}
+_T = TypeVar("_T", bound="TrainConfig")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything a training run depends on (the run folder and device aside).
+class TrainConfig(FlowConfig):
+    """Everything a training run depends on (the run folder and device aside); each field's ``help`` says what
+    it is, and ``python -m train`` has one flag per field (train.cli generates them).
 
-    Model: every :class:`nvp_core.FlowConfig` field (``num_scales`` .. ``final_couplings``) under the same
-    name, with FlowConfig's defaults; ``channels``/``image_size`` of ``0`` mean "the dataset's own".
-    Budgets: training stops at whichever of ``epochs``, ``max_steps`` or ``max_minutes`` comes first
-    (``0`` = no limit of that kind; at least one must be set).
+    The model's fields are :class:`nvp_core.FlowConfig`'s own, inherited with their defaults; ``in_channels`` and
+    ``image_size`` of ``0`` mean "the dataset's own". Training stops at whichever budget (``epochs``,
+    ``max_steps``, ``max_minutes``; ``0`` = no limit of that kind) comes first.
     """
 
-    dataset: str = "fashion-mnist"
-    image_size: int = 0
-    channels: int = 0
-    # model: FlowConfig's fields and defaults (see model_fields(); a test keeps the two in step)
-    num_scales: int = _model_default("num_scales")
-    num_blocks: int = _model_default("num_blocks")
-    mid_channels: int = _model_default("mid_channels")
-    max_mid_channels: int | None = _model_default("max_mid_channels")
-    width_growth: int = _model_default("width_growth")
-    logit_alpha: float = _model_default("logit_alpha")
-    bn_momentum: float = _model_default("bn_momentum")
-    bn_eps: float = _model_default("bn_eps")
-    final_couplings: int = _model_default("final_couplings")
+    in_channels: int = setting(0, "1 = grayscale, 3 = RGB (0: the dataset's)", group="data", flag="--channels",
+                               choices=(0, 1, 3))  # fmt: skip
+    image_size: int = setting(0, "resize images to this side (0: the dataset's; folders: 32)", group="data")
+    dataset: str = setting("fashion-mnist", "fashion-mnist, digits, cifar10, celeba, mnist or folder:PATH",
+                           group="data")  # fmt: skip
+    flip: bool | None = setting(None, "random horizontal flips (default: on for cifar10 and celeba, as in the "
+                                "paper)", group="data")  # fmt: skip
+    test_fraction: float = setting(0.1, "held-out fraction for digits and folders", group="data")
+    validation_images: int = setting(0, "training images held out (a fixed split) to choose curve points and "
+                                     "checkpoints; 0 = on the test set", group="data")  # fmt: skip
     # optimisation (paper, sec. 4.1)
-    batch_size: int = 64
-    lr: float = 1e-3
-    beta1: float = 0.9
-    beta2: float = 0.999
-    l2: float = 5e-5
-    grad_clip: float = 100.0
-    warmup_steps: int = 200
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.01
-    # budgets
-    epochs: int = 10
-    max_steps: int = 0
-    max_minutes: float = 0.0
-    # data
-    flip: bool | None = None
-    test_fraction: float = 0.1
-    validation_images: int = 0  # training images held out to choose checkpoints; 0: they are chosen on the test set
+    batch_size: int = setting(64, "images per step, over all processes", group="optimisation")
+    lr: float = setting(1e-3, "Adam learning rate", group="optimisation")
+    beta1: float = setting(0.9, "Adam beta1", group="optimisation")
+    beta2: float = setting(0.999, "Adam beta2", group="optimisation")
+    l2: float = setting(5e-5, "L2 on weight-norm scales and coupling scales", group="optimisation")
+    grad_clip: float = setting(100.0, "global gradient-norm clipping", group="optimisation")
+    warmup_steps: int = setting(200, "linear learning-rate warm-up steps", group="optimisation")
+    schedule: str = setting("cosine", "after the warm-up", group="optimisation", choices=("cosine", "constant"))
+    min_lr_ratio: float = setting(0.01, "final learning rate of the cosine, as a fraction of --lr",
+                                  group="optimisation")  # fmt: skip
+    epochs: int = setting(10, "passes over the training set (0 = no epoch limit)", group="optimisation")
+    max_steps: int = setting(0, "optimiser steps (0 = no step limit)", group="optimisation")
+    max_minutes: float = setting(0.0, "wall-clock budget; the cosine schedule anneals to it",
+                                 group="optimisation")  # fmt: skip
+    seed: int = setting(0, "seed of initialisation, shuffling and dequantisation noise", group="optimisation")
+    precision: str = setting("auto", "s,t ResNets in bf16 autocast or float32; auto = measured per machine and "
+                             "model, cached (or $NVP_FASTPATH); eval is float32", group="optimisation",
+                             choices=("auto", "fp32", "bf16"))  # fmt: skip
+    compile: str = setting("auto", "torch.compile the s,t ResNets for training; auto = when at least 60 minutes "
+                           "of the budget are left after 20 steps. Evaluation runs eagerly; may change at --resume",
+                           group="optimisation", choices=("auto", "on", "off"))  # fmt: skip
+    # Not in the paper, both off by default.
+    init_from: str = setting("", "start from the weights of this .safetensors model (same architecture): a warm "
+                             "start, with a fresh optimiser, schedule and step count", group="optimisation",
+                             metavar="CHECKPOINT")  # fmt: skip
+    ema: float = setting(0.0, "evaluate, checkpoint and export an exponential moving average of the weights "
+                         "with this decay (e.g. 0.999; 0 = off); may be switched on at --resume, the average then "
+                         "starts from the resumed weights", group="optimisation")  # fmt: skip
     # evaluation and output
-    eval_limit: int = 0
-    sample_temperatures: tuple[float, ...] = (1.0, 0.85, 0.7, 0.5)
-    samples_per_temperature: int = 10
-    bn_recalibration_batches: int = 0
-    log_every: int = 50
-    seed: int = 0
-    precision: str = "auto"
-    compile: str = "auto"  # torch.compile of the s,t ResNets: auto (long runs), on, off (train.compiling)
-    half_checkpoint: bool = False
-    # Not in the paper, both off by default: start from a saved model's weights (a warm start: optimiser,
-    # schedule and step begin afresh), and evaluate/export an exponential moving average of the weights.
-    init_from: str = ""
-    ema: float = 0.0
+    eval_limit: int = setting(0, "evaluate on the first N held-out images only (0 = all)", group="run")
+    sample_temperatures: tuple[float, ...] = setting((1.0, 0.85, 0.7, 0.5), "temperatures of the samples saved "
+                                                     "after each evaluation", group="run")  # fmt: skip
+    samples_per_temperature: int = setting(10, "samples saved per temperature", group="run")
+    bn_recalibration_batches: int = setting(0, "at the end, recompute batch-norm averages of the best model over "
+                                            "N training batches and keep them if the held-out bits/dim improves "
+                                            "(0 = off)", group="run", flag="--bn-recalibration")  # fmt: skip
+    log_every: int = setting(50, "steps between progress updates (and reads of the step tally)", group="run")
+    half_checkpoint: bool = setting(False, "store checkpoints in float16 (half the size)", group="run",
+                                    flag="--half")  # fmt: skip
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -105,12 +105,15 @@ class TrainConfig:
         need(len(self.sample_temperatures) >= 1, "need at least one sample temperature")
         need(self.samples_per_temperature >= 1, "need at least one sample per temperature")
         need(0 <= self.ema < 1, f"--ema must be in [0, 1) (0 = off; e.g. 0.999), got {self.ema}")
+        need(self.in_channels >= 0 and self.image_size >= 0, "--channels and --image-size must be >= 0")
+        self.flow_config(self.in_channels or 1, self.image_size or 2**self.num_scales)  # the model's own checks
 
     def flow_config(self, channels: int, image_size: int) -> FlowConfig:
         """The model for images ``[B, channels, image_size, image_size]`` (raises ValueError if it does not fit)."""
-        model = {name: getattr(self, name) for name in model_fields()}
+        model = {f.name: getattr(self, f.name) for f in fields(FlowConfig)}
+        model.update(in_channels=channels, image_size=image_size)
         try:
-            return FlowConfig(in_channels=channels, image_size=image_size, **model)
+            return FlowConfig(**model)
         except ValueError as e:  # name the flag, not the dataclass
             raise ValueError(str(e).replace("FlowConfig: ", "model: ")) from None
 
@@ -123,23 +126,19 @@ class TrainConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls: type[_T], d: dict[str, Any]) -> _T:
+        """Build from a dict, refusing unknown keys; keys of older trainers (see ``_RENAMED``) are upgraded."""
+        d = upgrade(d)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown training option(s) {unknown}")
-        d = dict(d)
         if "sample_temperatures" in d:
             d["sample_temperatures"] = tuple(float(t) for t in d["sample_temperatures"])
         return cls(**d)
 
     def with_updates(self, **changes: Any) -> TrainConfig:
         return replace(self, **changes)
-
-
-def model_fields() -> list[str]:
-    """The FlowConfig fields a training run sets by flag (all but the data-shaped ones)."""
-    return [f.name for f in fields(FlowConfig) if f.name not in DATA_SHAPED]
 
 
 # Presets as data: a name -> the fields it sets. Flags given on the command line override them.
@@ -157,11 +156,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mid_channels": 32,
         "epochs": 20,
     },
-    # The shipped Fashion-MNIST model (models/fashion_mnist.safetensors, models/README.md): 5.3M parameters, s,t
-    # ResNets of 2 blocks, 32 -> 64 -> 128 features. Chosen over the former 0.7M one (1 block, 16 -> 64) because,
-    # on an AVX-512-BF16 CPU where bf16 doubles its training speed, it reached lower test bits/dim in equal
-    # wall-clock (3.153 vs 3.236 after 25-30 minutes). The card's run used --epochs 0 --max-minutes 141 (the
-    # cosine schedule anneals to the wall-clock budget); 15 epochs is about as much training.
+    # The shipped Fashion-MNIST model (models/README.md): s,t ResNets of 2 blocks, 32 -> 64 -> 128 features.
     "fashion-mnist": {
         "dataset": "fashion-mnist",
         "num_scales": 3,
@@ -198,6 +193,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "precision": "fp32",
     },
 }
+
+
+def upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """A saved training config under today's field names (run folders and checkpoints of older trainers)."""
+    return {_RENAMED.get(k, k): v for k, v in d.items()}
 
 
 def preset(name: str) -> TrainConfig:

@@ -73,7 +73,13 @@ def load_splits(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> tuple[Split
 
     def load() -> Splits:
         return load_dataset(
-            cfg.dataset, opts.data_dir, cfg.image_size, cfg.channels, cfg.flip, cfg.test_fraction, cfg.validation_images
+            cfg.dataset,
+            opts.data_dir,
+            cfg.image_size,
+            cfg.in_channels,
+            cfg.flip,
+            cfg.test_fraction,
+            cfg.validation_images,
         )
 
     # torchvision datasets download on first use: one process per machine downloads, the others wait.

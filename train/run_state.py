@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -36,37 +36,26 @@ class RunState:
     ema: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def counters(self) -> dict[str, Any]:
-        """The JSON-able part, under the keys the resume-state format has always used."""
-        return {
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "elapsed_s": self.elapsed_s,
-            "best_bpd": self.best_bpd,
-            "train_config": self.train_config,
-            "world_size": self.world_size,
-            "noise_device": self.noise_device,
-            "fast_path": self.fast_path,
-            "compiled": self.compiled,
-        }
+        """The JSON-able part: every field but the tensors, under its own name."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TENSORS}
 
     @classmethod
     def from_counters(
         cls, counters: dict[str, Any], rng: dict[str, torch.Tensor], ema: dict[str, torch.Tensor] | None = None
     ) -> RunState:
-        """The inverse of :meth:`counters`. A state without the identity fields was written by an older trainer,
-        which ran a single CPU process."""
-        return cls(
-            step=int(counters["step"]),
-            epoch=int(counters["epoch"]),
-            batch_in_epoch=int(counters["batch_in_epoch"]),
-            elapsed_s=float(counters["elapsed_s"]),
-            best_bpd=float(counters["best_bpd"]),
-            rng=rng,
-            train_config=counters.get("train_config", {}),
-            world_size=int(counters.get("world_size", 1)),
-            noise_device=counters.get("noise_device", "cpu"),
-            fast_path=counters.get("fast_path"),
-            compiled=bool(counters.get("compiled", False)),
-            ema=ema or {},
-        )
+        """The inverse of :meth:`counters`. A field an older trainer did not write takes its default (those
+        trainers ran a single CPU process); the position in the run must be there."""
+        missing = sorted({"step", "epoch", "batch_in_epoch", "elapsed_s", "best_bpd"} - set(counters))
+        if missing:
+            raise ValueError(f"resume state without {missing}")
+        known = {f.name: f for f in fields(cls) if f.name not in _TENSORS}
+        values = {k: _as(known[k].type, v) for k, v in counters.items() if k in known}
+        return cls(**values, rng=rng, ema=ema or {})
+
+
+_TENSORS = ("rng", "ema")
+
+
+def _as(kind: Any, value: Any) -> Any:
+    """A JSON value as its field's type (JSON has no int/float distinction and no infinity of its own)."""
+    return {"int": int, "float": float, "bool": bool}.get(str(kind), lambda v: v)(value)
