@@ -18,7 +18,7 @@ MNIST_SIDE = 28
 MNIST_BOX = 20  # MNIST's digits were scaled to fit a 20×20 box, then centred by centre of mass in 28×28
 
 
-class MissingData(LookupError):
+class MissingDataError(LookupError):
     """A data set that is not available on this machine; the message says why and how to get it."""
 
 
@@ -117,9 +117,9 @@ def fashion_mnist_test(folders: tuple[Path, ...] = FASHION_MNIST_DIRS) -> np.nda
             try:
                 return read_idx(path)
             except IdxError as e:
-                raise MissingData(f"Fashion-MNIST's test images cannot be read: {e}") from None
+                raise MissingDataError(f"Fashion-MNIST's test images cannot be read: {e}") from None
     where = " or ".join(str(f) for f in folders)
-    raise MissingData(
+    raise MissingDataError(
         f"Fashion-MNIST is not on this machine (looked in {where}); install Debian's dataset-fashion-mnist package."
     )
 
@@ -136,11 +136,11 @@ def mnist_test(root: Path | None = None) -> np.ndarray:
     try:
         import torchvision
     except ImportError:
-        raise MissingData("MNIST itself needs torchvision, which is not installed here.") from None
+        raise MissingDataError("MNIST itself needs torchvision, which is not installed here.") from None
     try:
         return torchvision.datasets.MNIST(str(root), train=False, download=False).data.numpy()
     except (OSError, RuntimeError):
-        raise MissingData(
+        raise MissingDataError(
             f"MNIST is not downloaded under {root}; `nvp-train --dataset mnist` fetches it once (needs a network)."
         ) from None
 
@@ -174,7 +174,7 @@ def outsider_sets(own: np.ndarray, dataset: str, n: int, seed: int = 0) -> tuple
             continue
         try:
             sets.append(Outsiders(name, fit(loader()[:n], c, size), f"{name}'s test images, in the model's format"))
-        except MissingData as e:
+        except MissingDataError as e:
             notes.append(str(e))
     sets += [
         Outsiders("upside down", upside_down(own), "the model's own test images flipped top to bottom"),
