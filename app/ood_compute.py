@@ -9,15 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
-from app import compute, state
+from app import state
 from app.state import Ctx
 from nvp_core import RealNVP
-from nvp_core.ood import corrected, png_complexities
+from nvp_core.ood import corrected, score_images
 from nvp_core.ood_sets import outsider_sets
 
 OOD_MAX_ENV = "NVP_APP_OOD_MAX"
 OOD_MAX = 300
-BATCH = 100  # images per pass of the flow: bounded memory, whatever the set's size
 OWN = "test images"
 
 
@@ -51,14 +50,6 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def score_images(model: RealNVP, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bits/dim (the app's convention; image ``i`` of a set gets test image ``i``'s noise) and PNG complexity
-    of uint8 images ``[N, C, H, W]``, ``BATCH`` images per pass."""
-    parts = [compute.bits_per_dim(model, images[i : i + BATCH], first_index=i) for i in range(0, len(images), BATCH)]
-    bpd = np.concatenate(parts) if parts else np.zeros(0)
-    return bpd.astype(np.float64), png_complexities(images)
-
-
 @st.cache_resource(show_spinner="Scoring the test images and the outsider sets (once per model)…", max_entries=4)
 def _scored(key: str, _model: RealNVP, _images: np.ndarray, dataset: str, n: int) -> tuple[list[Scored], list[str]]:
     sets, notes = outsider_sets(np.asarray(_images), dataset, n)
@@ -66,7 +57,7 @@ def _scored(key: str, _model: RealNVP, _images: np.ndarray, dataset: str, n: int
     for name, about, images in [(OWN, "the model's own test images (its gallery)", _images[:n])] + [
         (s.name, s.about, s.images) for s in sets
     ]:
-        bpd, complexity = score_images(_model, images)
+        bpd, complexity = score_images(_model, np.asarray(images))
         out.append(Scored(name, about, _frozen(images), _frozen(bpd), _frozen(complexity)))
     return out, notes
 

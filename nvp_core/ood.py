@@ -10,7 +10,13 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import torch
 from PIL import Image
+
+from .likelihood import fixed_noise_bits_per_dim
+from .model import RealNVP
+
+BATCH = 100  # images per pass of the flow: bounded memory, whatever the set's size
 
 
 def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
@@ -55,3 +61,12 @@ def corrected(bits_per_dim: np.ndarray, complexity: np.ndarray) -> np.ndarray:
     """Serrà et al.'s score S(x) = bits/dim − complexity: how many more bits the model needs than a generic
     compressor. High S: the model explains the image worse than its mere simplicity would predict."""
     return np.asarray(bits_per_dim, dtype=np.float64) - np.asarray(complexity, dtype=np.float64)
+
+
+def score_images(model: RealNVP, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """Bits/dim (``nvp_core.likelihood.fixed_noise_bits_per_dim``: image ``i`` of a set gets test image ``i``'s
+    noise) and PNG complexity ``[N]`` of uint8 images ``[N, C, H, W]``, ``batch`` images per pass of the flow."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    parts = [fixed_noise_bits_per_dim(model, x[i : i + batch], first_index=i).numpy() for i in range(0, len(x), batch)]
+    bpd = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    return bpd, png_complexities(images)

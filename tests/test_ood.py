@@ -139,3 +139,19 @@ def test_fashion_mnist_is_the_digit_models_outsider() -> None:
     sets, _ = outsider_sets(uniform_noise(5, 1, 8), "digits", 5)
     fm = next(s for s in sets if s.name == "Fashion-MNIST")
     assert fm.images.shape == (5, 1, 8, 8) and fm.images.max() > 0
+
+
+def test_scoring_in_batches_gives_the_numbers_of_one_pass() -> None:
+    import torch
+
+    from nvp_core import FlowConfig, RealNVP
+    from nvp_core.likelihood import fixed_noise_bits_per_dim
+    from nvp_core.ood import score_images
+
+    torch.manual_seed(0)
+    model = RealNVP(FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=8, num_blocks=1)).eval()
+    images = uniform_noise(7, 1, 8, seed=5)
+    bpd, cx = score_images(model, images, batch=3)
+    whole = fixed_noise_bits_per_dim(model, torch.from_numpy(images)).numpy()
+    np.testing.assert_allclose(bpd, whole, rtol=1e-6)
+    assert bpd.shape == cx.shape == (7,) and np.array_equal(cx, png_complexities(images))

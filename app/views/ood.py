@@ -11,7 +11,7 @@ from app import ood_compute, state, widgets
 from app.ood_compute import Scored
 from nvp_core.images import ImageError, load_image, to_array
 from nvp_core.likelihood import CONVENTION_SHORT
-from nvp_core.ood import auroc, corrected, png_complexity
+from nvp_core.ood import auroc, corrected, png_complexity, score_images
 
 MAX_UPLOADS = 12
 SCORES = ["bits/dim", "bits/dim − complexity"]
@@ -80,7 +80,7 @@ def _uploads() -> list[tuple[str, np.ndarray, float, float]]:
             continue
 
         def score(arr: np.ndarray = arr) -> tuple[float, float]:
-            bpd, _ = ood_compute.score_images(ctx.model, arr[None])
+            bpd, _ = score_images(ctx.model, arr[None])
             return float(bpd[0]), png_complexity(arr)
 
         bpd, cx = widgets.memo(ctx, f"ood_up:{k}", (widgets.digest(arr),), score)
