@@ -66,7 +66,7 @@ def corrected(bits_per_dim: np.ndarray, complexity: np.ndarray) -> np.ndarray:
 def score_images(model: RealNVP, images: np.ndarray, batch: int = BATCH) -> tuple[np.ndarray, np.ndarray]:
     """Bits/dim (``nvp_core.likelihood.fixed_noise_bits_per_dim``: image ``i`` of a set gets test image ``i``'s
     noise) and PNG complexity ``[N]`` of uint8 images ``[N, C, H, W]``, ``batch`` images per pass of the flow."""
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+    x = torch.from_numpy(np.array(images, dtype=np.uint8))  # a copy: cached arrays are read-only
     parts = [fixed_noise_bits_per_dim(model, x[i : i + batch], first_index=i).numpy() for i in range(0, len(x), batch)]
     bpd = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
     return bpd, png_complexities(images)
