@@ -32,6 +32,7 @@ PAGES = [
     ("views/sample.py", "Sample", ":material/casino:"),
     ("views/latent_map.py", "Latent map", ":material/scatter_plot:"),
     ("views/attributes.py", "Attributes", ":material/tune:"),
+    ("views/ood.py", "Out of distribution", ":material/radar:"),
     ("views/how_it_works.py", "How it works", ":material/school:"),
     ("views/runs.py", "Runs", ":material/monitoring:"),
     ("views/playground.py", "Playground", ":material/toys:"),

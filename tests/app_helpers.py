@@ -17,7 +17,9 @@ from nvp_core import FlowConfig, RealNVP, save_model
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app" / "streamlit_app.py"
 SHIPPED = ROOT / "models"
-PAGES = ["encode", "interpolate", "manifold", "scales", "sample", "latent_map", "attributes", "how_it_works", "runs"]
+PAGES = [
+    "encode", "interpolate", "manifold", "scales", "sample", "latent_map", "attributes", "ood", "how_it_works", "runs"
+]  # fmt: skip
 TIMEOUT = 300.0
 
 

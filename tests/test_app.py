@@ -65,6 +65,7 @@ def open_app(monkeypatch: pytest.MonkeyPatch, ckpt: Path) -> AppTest:
     """The app with ``ckpt``'s folder as the models folder and ``ckpt`` picked in the sidebar."""
     monkeypatch.setenv("NVP_MODELS_DIR", str(ckpt.parent))
     monkeypatch.setenv("NVP_APP_GALLERY_MAX", "64")  # keeps gallery encoding short in tests
+    monkeypatch.setenv("NVP_APP_OOD_MAX", "40")  # and the Out-of-distribution page's scoring
     if "NVP_RUNS_DIR" not in os.environ:  # the Runs page: never the repository's runs/ (a run may be training)
         monkeypatch.setenv("NVP_RUNS_DIR", str(ckpt.parent))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
@@ -120,7 +121,7 @@ def test_upload_then_every_page(monkeypatch: pytest.MonkeyPatch, fixture_dir: Pa
     err = float(next(m for m in at.metric if m.label.startswith("max |x")).value)
     assert err < 1e-3
 
-    titles = {"latent_map": "Latent map", "how_it_works": "How it works"}
+    titles = {"latent_map": "Latent map", "how_it_works": "How it works", "ood": "Out of distribution"}
     for page in PAGES[1:]:
         goto(at, page)
         assert at.title[0].value == titles.get(page, page.capitalize())

@@ -67,7 +67,8 @@ def e2e_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def app_url(browser: object, e2e_models_dir: Path) -> Iterator[str]:
     # The Runs page looks in the models folder (no run folders there), never at a run that may be training.
-    env = {"NVP_MODELS_DIR": str(e2e_models_dir), "NVP_APP_GALLERY_MAX": "400", "NVP_RUNS_DIR": str(e2e_models_dir)}
+    env = {"NVP_MODELS_DIR": str(e2e_models_dir), "NVP_APP_GALLERY_MAX": "400", "NVP_RUNS_DIR": str(e2e_models_dir),
+           "NVP_APP_OOD_MAX": "100"}  # fmt: skip
     with streamlit_server(env) as url:
         yield url
 
