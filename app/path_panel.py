@@ -3,8 +3,7 @@ the presets that set them) and the decoded frames (the strip, one frame to brows
 browser (a Streamlit components-v2 component, ``app/path_panel.js`` and ``.css``).
 
 Why one element: a weight move reruns the page's fragment, and the browser renders the page again for every element
-the rerun sends (bench/README.md). As Streamlit widgets these were nine elements, and a move took 18-38 ms longer
-in the browser than a trivial one-slider app; as one element it sends what the trivial app sends. Browsing frames
+the rerun sends, so one element costs what a trivial one-slider app costs (bench/README.md measures it). Browsing frames
 and the loop need no server at all. Every picture is the PNG of the model's pixels in a ``data:`` address (nothing
 is fetched), every caption is set as text (no HTML is built from strings).
 

@@ -1,9 +1,7 @@
 """Whether the trainer compiles the s,t ResNets (``--compile auto|on|off``), and doing it safely.
 
 Compiling (``torch.compile`` through :func:`nvp_core.fastpath.compile_nets`) makes a training step faster but
-costs its time up front, in the first compiled steps. On two Zen 5 cores (bench/README.md): the paper network
-+8–9 % per step in the bench's training section after 64.5 s of compiling (a cold cache), +1 % when the reference
-implementation's steps run between ours; the fashion preset +6 % after 206 s on a loaded machine. At a few per
+costs its time up front, in the first compiled steps (bench/README.md has the measured gain and cost). At a few per
 cent a run earns the compile time back after about an hour, so ``auto`` first runs ``PROBE_STEPS`` steps
 eagerly, estimates what is left of the budget at that speed, and compiles when at least ``AUTO_MIN_MINUTES``
 are left. ``on`` compiles from the first step, ``off`` never. A resumed run that had compiled compiles again
