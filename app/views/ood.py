@@ -190,7 +190,9 @@ if all(d in outsiders for d in DIGITS):
         s = outsiders[name]
         with col:
             widgets.strip(
-                s.images[:8], f"{name}: mean {np.mean(s.bpd):.2f} bits/dim, AUROC {auroc(own.bpd, s.bpd):.2f}"
+                s.images[:8],
+                f"{name}: mean {np.mean(s.bpd):.2f} bits/dim, AUROC {auroc(own.bpd, s.bpd):.2f}",
+                cell=56,  # eight side by side fit half the page
             )
     st.markdown(
         "The same scikit-learn digits, framed two ways. MNIST's digits were scaled into a 20×20 box and centred by "
