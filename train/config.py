@@ -9,6 +9,8 @@ from typing import Any, TypeVar
 from nvp_core import FlowConfig
 from nvp_core.config import setting
 
+from .data import DATASETS
+
 #: Keys an older trainer wrote under another name (a run folder or checkpoint made before the rename).
 _RENAMED = {"channels": "in_channels"}
 
@@ -28,8 +30,7 @@ class TrainConfig(FlowConfig):
     in_channels: int = setting(0, "1 = grayscale, 3 = RGB (0: the dataset's)", group="data", flag="--channels",
                                choices=(0, 1, 3))  # fmt: skip
     image_size: int = setting(0, "resize images to this side (0: the dataset's; folders: 32)", group="data")
-    dataset: str = setting("fashion-mnist", "fashion-mnist, digits, cifar10, celeba, mnist or folder:PATH",
-                           group="data")  # fmt: skip
+    dataset: str = setting("fashion-mnist", f"one of: {', '.join(DATASETS)}", group="data")
     flip: bool | None = setting(None, "random horizontal flips (default: on for cifar10 and celeba, as in the "
                                 "paper)", group="data")  # fmt: skip
     test_fraction: float = setting(0.1, "held-out fraction for digits and folders", group="data")
