@@ -19,8 +19,17 @@ def test_summary_reads_the_trainers_files(tmp_path):
     ]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n{broken\n")
     s = summarize(tmp_path)
-    assert s == {"params_M": 5.28, "steps": 30, "epochs": 1.5, "images_per_s": 110.0, "final_bpd": "3.4100",
-                 "best_bpd": "3.4000"}  # fmt: skip
+    assert s == {"params_M": 5.28, "steps": 30, "epochs": 1.5, "images_per_s": 110.0, "scored_on": "test",
+                 "final_bpd": "3.4100", "best_bpd": "3.4000"}  # fmt: skip
+
+
+def test_the_validation_split_scores_where_there_is_one(tmp_path):
+    (tmp_path / "log.txt").write_text("")
+    recs = [{"step": 10, "epoch": 0.5, "validation_bpd": 3.5, "images_per_s": 1.0},
+            {"step": 20, "epoch": 1.0, "validation_bpd": 3.3, "test_bpd": 3.2, "images_per_s": 1.0}]  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs))
+    s = summarize(tmp_path)
+    assert s["scored_on"] == "validation" and s["final_bpd"] == s["best_bpd"] == "3.3000"
 
 
 def test_a_run_that_never_evaluated_has_no_figures(tmp_path):
@@ -28,8 +37,8 @@ def test_a_run_that_never_evaluated_has_no_figures(tmp_path):
 
 
 def test_recipes_and_flags_reach_the_trainer(tmp_path):
-    args = _parse(["--minutes", "3", "--recipe", "mine=--num-blocks 3", "--recipes", "small,mine", "--threads", "2"])
-    assert list(args.chosen) == ["small", "mine"]
+    args = _parse(["--minutes", "3", "--recipe", "mine=--num-blocks 3", "--recipes", "base,mine", "--threads", "2"])
+    assert list(args.chosen) == ["base", "mine"] and args.parallel == 2
     cmd = _command(args.chosen["mine"], tmp_path, args)
     assert cmd[cmd.index("--max-minutes") + 1] == "3.0" and "--num-blocks" in cmd and cmd[-1] == str(tmp_path)
     from train.cli import parse
@@ -40,7 +49,10 @@ def test_recipes_and_flags_reach_the_trainer(tmp_path):
         parse(_command(flags, tmp_path, args)[3:])
 
 
-@pytest.mark.parametrize("argv", [["--recipes", "nope"], ["--recipe", "noequals"], ["--minutes", "0"]])
+BAD = [["--recipes", "nope"], ["--recipe", "noequals"], ["--minutes", "0"], ["--nice", "20"]]
+
+
+@pytest.mark.parametrize("argv", BAD)
 def test_bad_arguments_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as e:
         _parse(argv)
