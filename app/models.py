@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from nvp_core import RealNVP
-from nvp_core.fastpath import Choice, configure
+from nvp_core.fastpath import Choice
+from nvp_core.fastpath_choice import configure
 from nvp_core.fileio import read_json_lines
 
 ENV_DIR = "NVP_MODELS_DIR"
@@ -36,7 +37,7 @@ APP_BATCH = 16
 
 def prepare_app_model(model: RealNVP) -> Choice:
     """Makes a loaded model (eval mode, float32) the app's: frozen (shared read-only by every session) and
-    running the fast path measured for this machine and model (:func:`nvp_core.fastpath.configure`, cached per
+    running the fast path measured for this machine and model (:func:`nvp_core.fastpath_choice.configure`, cached per
     machine; ``$NVP_FASTPATH`` overrides it) among the paths that draw the same pictures as float32 (within one
     grey level) and compute the same numbers (bits/dim, reconstruction error), checked on this model's weights.
     Returns the choice, to be shown with the model's details."""

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from nvp_core.fastpath import FLAGS_THAT_MATTER, bf16_can_be_fast, cpu_flags, cpu_model
+from nvp_core.fastpath import bf16_can_be_fast
+from nvp_core.fastpath_choice import FLAGS_THAT_MATTER, cpu_flags, cpu_model
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -18,7 +18,7 @@ import torch
 
 from bench.common import add_save_flag, machine_info, median, table, write_results
 from nvp_core import FlowConfig, RealNVP, dequantize
-from nvp_core.fastpath import compile_nets
+from train.compiling import compile_nets
 
 PAPER_CIFAR10 = FlowConfig(in_channels=3, image_size=32, num_scales=2, mid_channels=64, num_blocks=8)
 

@@ -15,9 +15,11 @@ import torch
 
 from bench.common import load_now, summarize_ms, time_calls
 from nvp_core import FlowConfig, RealNVP, load_model
-from nvp_core.fastpath import ALL_PATHS, FastPath, choose, compile_nets
+from nvp_core.fastpath import ALL_PATHS, FastPath
+from nvp_core.fastpath_choice import choose
 from nvp_core.latent import interpolate
 from nvp_core.resnet import WNConv2d
+from train.compiling import compile_nets
 
 SHIPPED = Path(__file__).resolve().parent.parent / "models" / "fashion_mnist.safetensors"
 
@@ -122,7 +124,7 @@ def interactive_latency(
 ) -> list[dict[str, Any]]:
     """p50/p90 of the three interactive operations for each variant. The variants alternate round by round
     (so that machine load hits them alike); a compiled variant runs on its own compiled copy of the model.
-    Fast variants run ``fast_path`` (the app's: ``nvp_core.fastpath.configure(..., same_pictures=True)``),
+    Fast variants run ``fast_path`` (the app's: ``nvp_core.fastpath_choice.configure(..., same_pictures=True)``),
     baselines float32 NCHW."""
     models = {v.name: compile_nets(copy.deepcopy(model)) if v.compile else model for v in variants}
     times: dict[str, dict[str, list[float]]] = {v.name: {op: [] for op in CALLS} for v in variants}

@@ -26,7 +26,7 @@ import torch
 
 from bench.common import RESULTS_DIR, add_save_flag, cpu_kind, load_now, machine_info, table, write_results
 from nvp_core import RealNVP
-from nvp_core.fastpath import choose
+from nvp_core.fastpath_choice import choose
 from train.config import preset
 from train.data import load_dataset
 from train.evaluate import eval_bits_per_dim

@@ -4,7 +4,7 @@ The reference is chrischute/real-nvp (PyTorch): its CIFAR-10 network (2 scales, 
 features), here on 28×28×1 images, trained as its ``train.py`` does (Adam with its weight-decay groups,
 gradient clipping, its loss). Ours: the same architecture (``bench.train_speed.PAPER_28``) trained with the
 trainer's default settings (``train.loop``: its optimiser, loss and clipping; ``--precision auto``, i.e. the
-fast path :func:`nvp_core.fastpath.choose` measured and cached for this machine). The steps alternate
+fast path :func:`nvp_core.fastpath_choice.choose` measured and cached for this machine). The steps alternate
 (reference, ours, ...) so that machine load hits both alike; FLOP/s of ours is given as a share of the best
 3×3 convolution rate measured in the same run: the best of the convolution table (measured first, on a quiet
 machine), and that same convolution timed once per round between the steps (``share_of_conv_alternating``: the
@@ -34,8 +34,8 @@ from bench.common import add_save_flag, load_now, machine_info, median, table, t
 from bench.conv import conv_rate, conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
-from nvp_core.fastpath import choose, compile_nets
-from train.compiling import AUTO_MIN_MINUTES
+from nvp_core.fastpath_choice import choose
+from train.compiling import AUTO_MIN_MINUTES, compile_nets
 from train.config import TrainConfig
 from train.loop import build_optimizer, loss_bits_per_dim, resolve_precision
 

@@ -30,7 +30,8 @@ from bench.latency import (
 )
 from bench.train_speed import PAPER_28, VARIANTS, Variant, count_step_flops, train_throughput
 from nvp_core import FlowConfig
-from nvp_core.fastpath import bf16_can_be_fast, choose, configure
+from nvp_core.fastpath import bf16_can_be_fast
+from nvp_core.fastpath_choice import choose, configure
 
 SECTIONS = ("conv", "train", "latency", "sizes")
 

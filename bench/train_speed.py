@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import load_now, median
 from nvp_core import FlowConfig, RealNVP
-from nvp_core.fastpath import compile_nets
+from train.compiling import compile_nets
 
 #: The issue's reference configuration: the paper's CIFAR-10 model (2 scales, 8 residual blocks, 64 features)
 #: applied to 28×28×1 images, batch 64.

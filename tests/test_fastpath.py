@@ -9,7 +9,6 @@ bookkeeping. The chooser's own timing is replaced by a stub where only its bookk
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,9 @@ import pytest
 import torch
 from flow_helpers import nontrivial_model
 
-from nvp_core import FlowConfig, RealNVP, fastpath
-from nvp_core.fastpath import ALL_PATHS, FastPath, choose, compile_nets, pick
+from nvp_core import FlowConfig, RealNVP, fastpath, fastpath_choice
+from nvp_core.fastpath import ALL_PATHS, FastPath
+from nvp_core.fastpath_choice import choose, pick
 from nvp_core.resnet import WNConv2d
 
 CFG = FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=8, num_blocks=2)
@@ -191,7 +191,9 @@ def test_every_candidate_computes_the_same_function(path: FastPath) -> None:
     for a, b in zip(zs, zs_ref, strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, **tol)
-    assert (x_back - x).abs().max() < 1e-5  # the inverse recomputes the same s,t: exact in every path
+    # float32: the inverse recomputes the same s,t, so it is exact. bf16: a float32 rounding difference in the
+    # conditioning half can flip a bf16 rounding of s,t (seen with oneDNN's emulated bf16 on AVX2-only CPUs).
+    assert (x_back - x).abs().max() < (1e-2 if bf16 else 1e-5)
     # training: the same gradients (bf16: the same direction, to bf16 accuracy; 0.98 measured)
     grads = []
     for m in (ref.train(), model.train()):
@@ -219,10 +221,10 @@ def test_fast_path_names_round_trip_and_apply() -> None:
 @pytest.fixture
 def cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "cache" / "fastpath.json"
-    monkeypatch.setenv(fastpath.ENV_CACHE, str(path))
+    monkeypatch.setenv(fastpath_choice.ENV_CACHE, str(path))
     monkeypatch.delenv(fastpath.ENV_OVERRIDE, raising=False)
     monkeypatch.setattr(fastpath, "bf16_can_be_fast", lambda device: True)  # all four are candidates
-    monkeypatch.setattr(fastpath, "load_per_core", lambda: 0.1)  # a quiet machine unless a test says otherwise
+    monkeypatch.setattr(fastpath_choice, "load_per_core", lambda: 0.1)  # a quiet machine unless a test says otherwise
     return path
 
 
@@ -236,7 +238,7 @@ def fake_timings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         fake = {"fp32-nchw": 100.0, "fp32-cl": 80.0, "bf16-nchw": 70.0, "bf16-cl": 50.0}
         return {p.name: fake[p.name] for p in paths}
 
-    monkeypatch.setattr(fastpath, "measure", measure)
+    monkeypatch.setattr(fastpath_choice, "measure", measure)
     return calls
 
 
@@ -264,7 +266,7 @@ def test_a_corrupt_cache_is_ignored_and_rewritten(cache_file: Path, fake_timings
     cache_file.parent.mkdir(parents=True)
     cache_file.write_bytes(content)
     assert choose(CFG, "train", 32).source == "measured"
-    assert json.loads(cache_file.read_text())["version"] == fastpath.CACHE_VERSION
+    assert json.loads(cache_file.read_text())["version"] == fastpath_choice.CACHE_VERSION
     assert choose(CFG, "train", 32).source == "cache"
 
 
@@ -287,7 +289,7 @@ def test_a_busy_machines_measurement_is_redone_when_quiet_or_a_day_old(
     cache_file: Path, fake_timings: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     load = [1.2]  # per core: other jobs are running
-    monkeypatch.setattr(fastpath, "load_per_core", lambda: load[0])
+    monkeypatch.setattr(fastpath_choice, "load_per_core", lambda: load[0])
     assert choose(CFG, "train", 32).source == "measured"
     (entry,) = json.loads(cache_file.read_text())["entries"].values()
     assert entry["load_per_core"] == 1.2
@@ -343,7 +345,9 @@ def test_bf16_is_no_candidate_where_it_cannot_be_fast(monkeypatch: pytest.Monkey
 
 
 def test_a_real_measurement_times_every_candidate(cache_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastpath, "MAX_ROUNDS", fastpath.MIN_ROUNDS)  # the rounds' bookkeeping, not the budget
+    monkeypatch.setattr(
+        fastpath_choice, "MAX_ROUNDS", fastpath_choice.MIN_ROUNDS
+    )  # the rounds' bookkeeping, not the budget
     tiny = FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=4, num_blocks=1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy machine, 2 OpenMP threads make each tiny step take seconds
@@ -384,24 +388,6 @@ def test_app_model_draws_the_float32_pictures_and_numbers(cache_file: Path) -> N
     err, pix, rec = compute.reconstruction_error(model, images[0], [z[:1] for z in zs_a])
     err_ref, pix_ref, rec_ref = compute.reconstruction_error(ref, images[0], [z[:1] for z in zs_b])
     assert err < 1e-5 and err_ref < 1e-5 and pix == pix_ref == 0 and np.array_equal(rec, rec_ref)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="inductor needs a C compiler")
-def test_compiled_path_equals_eager() -> None:
-    model = nontrivial_model(CFG, dtype=torch.float32)
-    x = _images(dtype=torch.float32)
-    with torch.no_grad():
-        zs_ref, ld_ref = model(x)
-        keys = list(model.state_dict())
-        compile_nets(model)
-        zs, ld = model(x)
-        x_back = model.inverse(zs)
-    assert list(model.state_dict()) == keys  # compiling in place keeps the checkpoint format
-    torch.testing.assert_close(ld, ld_ref, rtol=1e-5, atol=1e-3)
-    for a, b in zip(zs, zs_ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    assert (x_back - x).abs().max() < 1e-5
 
 
 def test_model_built_under_inference_mode_still_runs() -> None:

@@ -99,14 +99,7 @@ def test_no_import_cycles_between_the_projects_modules():
     assert _cycles(graph) == []
 
 
-@pytest.mark.parametrize(
-    "pkg",
-    [
-        "app",
-        pytest.param("nvp_core", marks=pytest.mark.xfail(strict=True, reason="issue 24")),
-        "train",
-    ],
-)
+@pytest.mark.parametrize("pkg", ["app", "nvp_core", "train"])
 def test_modules_are_small(pkg):
     big = {str(p.relative_to(ROOT)): n for p in (ROOT / pkg).rglob("*.py")
            if (n := len(p.read_text().splitlines())) > MODULE_LINES[pkg]}  # fmt: skip

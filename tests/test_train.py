@@ -167,14 +167,15 @@ def test_eval_minutes_adds_curve_points_between_epoch_ends(tmp_path, monkeypatch
 
 
 def test_resume_keeps_the_fast_path_the_run_trained_with(tmp_path, monkeypatch):
-    from nvp_core import fastpath
+    from nvp_core import fastpath, fastpath_choice
 
     monkeypatch.setenv(fastpath.ENV_OVERRIDE, "fp32-cl")
     run(tiny(max_steps=12, warmup_steps=2), tmp_path, stop_after=6)
     assert json.loads((tmp_path / "last.state.json").read_text())["counters"]["fast_path"] == "fp32-cl"
     # A new measurement on the resumed invocation would pick another path; the run keeps its own.
     monkeypatch.delenv(fastpath.ENV_OVERRIDE)
-    monkeypatch.setattr(fastpath, "choose", lambda *a, **k: fastpath.Choice(fastpath.FastPath(None, False), "test"))
+    other = fastpath.Choice(fastpath.FastPath(None, False), "test")
+    monkeypatch.setattr(fastpath_choice, "choose", lambda *a, **k: other)
     run(tiny(max_steps=12, warmup_steps=2), tmp_path, resume=True)
     log = (tmp_path / "log.txt").read_text().splitlines()
     assert "fast path fp32-cl" in [line for line in log if "resumed" in line][0]

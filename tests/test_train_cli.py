@@ -100,8 +100,16 @@ def test_every_training_field_has_one_flag_with_help_and_round_trips():
     for f in fields(TrainConfig):
         assert f.name in actions, f"no flag for {f.name}"
         assert actions[f.name].help and f.metadata["help"] in actions[f.name].help, f.name
-    changed = {"beta1": 0.8, "sample_temperatures": (0.9, 0.6), "samples_per_temperature": 3, "flip": True,
-               "half_checkpoint": True, "bn_recalibration_batches": 4, "in_channels": 3, "max_mid_channels": 16}
+    changed = {
+        "beta1": 0.8,
+        "sample_temperatures": (0.9, 0.6),
+        "samples_per_temperature": 3,
+        "flip": True,
+        "half_checkpoint": True,
+        "bn_recalibration_batches": 4,
+        "in_channels": 3,
+        "max_mid_channels": 16,
+    }
     argv = ["--beta1", "0.8", "--sample-temperatures", "0.9", "0.6", "--samples-per-temperature", "3", "--flip",
             "--half", "--bn-recalibration", "4", "--channels", "3", "--max-mid-channels", "16"]  # fmt: skip
     cfg, _, _ = parse(argv)

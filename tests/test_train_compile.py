@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from flow_helpers import nontrivial_model
 from safetensors.torch import load_file
 
 import train.compiling as compiling
+from nvp_core import FlowConfig
 from nvp_core.resnet import ResNet
 from train.compiling import PROBE_STEPS, remaining_seconds
 from train.config import preset
@@ -54,7 +57,7 @@ def test_compiler_problem_names_a_missing_compiler():
     # In a process of its own: inductor keeps failed kernel builds, which would break later compiles here.
     code = (
         "import torch._inductor.config as c; c.cpp.cxx = ('/nonexistent/c++',); "
-        "from nvp_core.fastpath import compiler_problem; print(compiler_problem('cpu'))"
+        "from train.compiling import compiler_problem; print(compiler_problem('cpu'))"
     )
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
@@ -171,3 +174,22 @@ def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypat
     assert graphs_during_eval and not any(graphs_during_eval)  # evaluation compiled nothing
     assert result["step"] == 8 and math.isfinite(result["best_bpd"])
     assert counters(tmp_path)["compiled"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None, reason="inductor needs a C compiler")
+def test_compiled_path_equals_eager() -> None:
+    cfg = FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=8, num_blocks=2)
+    model = nontrivial_model(cfg, dtype=torch.float32)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.9 + 0.05
+    with torch.no_grad():
+        zs_ref, ld_ref = model(x)
+        keys = list(model.state_dict())
+        compiling.compile_nets(model)
+        zs, ld = model(x)
+        x_back = model.inverse(zs)
+    assert list(model.state_dict()) == keys  # compiling in place keeps the checkpoint format
+    torch.testing.assert_close(ld, ld_ref, rtol=1e-5, atol=1e-3)
+    for a, b in zip(zs, zs_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert (x_back - x).abs().max() < 1e-5

@@ -58,7 +58,7 @@ def test_two_process_gloo_run(tmp_path, capsys):
 def test_two_process_run_with_compiled_nets_keeps_the_ranks_equal(tmp_path):
     # --compile auto compiles every long run, torchrun ones included: DDP's gradient hooks must fire through the
     # compiled backward, and evaluation (eager) must see the same weights on both ranks.
-    from nvp_core.fastpath import compiler_problem
+    from train.compiling import compiler_problem
 
     if (problem := compiler_problem("cpu")) is not None:
         pytest.skip(f"torch.compile does not work here: {problem}")
@@ -256,12 +256,12 @@ _RANK_PREFERENCES = r"""
 import os, runpy, sys, tempfile
 rank = os.environ["RANK"]
 os.environ["NVP_FASTPATH_CACHE"] = os.path.join(tempfile.mkdtemp(), "fastpath.json")
-from nvp_core import fastpath
+from nvp_core import fastpath, fastpath_choice
 def measure(config, mode, batch, device, paths):
     print(f"rank {rank} measures", file=sys.stderr)
     best = "fp32-nchw" if rank == "0" else "fp32-cl"
     return {p.name: (1.0 if p.name == best else 2.0) for p in paths}
-fastpath.measure = measure
+fastpath_choice.measure = measure
 real_apply = fastpath.FastPath.apply
 def apply(self, model):
     print(f"rank {rank} applies {self.name}", file=sys.stderr)

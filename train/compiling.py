@@ -1,6 +1,6 @@
 """Whether the trainer compiles the s,t ResNets (``--compile auto|on|off``), and doing it safely.
 
-Compiling (``torch.compile`` through :func:`nvp_core.fastpath.compile_nets`) makes a training step faster but
+Compiling (``torch.compile`` of the s,t ResNets, :func:`compile_nets`) makes a training step faster but
 costs its time up front, in the first compiled steps (bench/README.md has the measured gain and cost). At a few per
 cent a run earns the compile time back after about an hour, so ``auto`` first runs ``PROBE_STEPS`` steps
 eagerly, estimates what is left of the budget at that speed, and compiles when at least ``AUTO_MIN_MINUTES``
@@ -20,12 +20,12 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from nvp_core import RealNVP
-from nvp_core.fastpath import compile_nets, compiler_problem, uncompile_nets
+from nvp_core.resnet import ResNet
 
 from .metrics import MetricsWriter
 from .step_checks import TrainingError
@@ -37,6 +37,49 @@ AUTO_MIN_MINUTES = 60.0
 PROBE_STEPS = 20
 
 T = TypeVar("T")
+
+
+def compile_nets(model: RealNVP, **compile_kwargs: Any) -> RealNVP:
+    """``torch.compile`` every s,t ResNet in place (``nn.Module.compile``): the state dict keys stay the same
+    (no ``_orig_mod.`` prefix), so checkpoints are unaffected. Compilation happens lazily on the first call of
+    each shape; ``compile_kwargs`` go to :func:`torch.compile` (e.g. ``mode="max-autotune-no-cudagraphs"``)."""
+    nets = [m for m in model.modules() if isinstance(m, ResNet)]
+    # The nets share one forward: each input shape, grad mode and dtype is one more entry in dynamo's cache of
+    # that code, and past its limit (8 by default) every further shape would silently run eager.
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"  # renamed in torch 2.7
+    setattr(cfg, name, max(getattr(cfg, name), 4 * len(nets)))
+    for m in nets:
+        m.compile(**compile_kwargs)
+    return model
+
+
+def uncompile_nets(model: RealNVP) -> RealNVP:
+    """Undoes :func:`compile_nets` in place: the s,t ResNets run eagerly again."""
+    for m in model.modules():
+        if isinstance(m, ResNet):
+            m._compiled_call_impl = None  # what nn.Module.compile set; torch has no public inverse
+    return model
+
+
+_COMPILER_CHECKED: dict[str, str | None] = {}
+
+
+def compiler_problem(device: torch.device | str = "cpu") -> str | None:
+    """Why ``torch.compile`` cannot run on ``device`` here (``None``: it can), found by compiling a tiny
+    convolution network forward and backward once per process: inductor needs a C++ compiler for CPU code
+    and Triton for CUDA, which a machine may lack. Takes a few seconds the first time."""
+    key = torch.device(device).type
+    if key not in _COMPILER_CHECKED:
+        try:
+            net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU()).to(key)
+            x = torch.randn(2, 2, 6, 6, device=key, requires_grad=True)
+            torch.compile(net)(x).sum().backward()
+            _COMPILER_CHECKED[key] = None
+        except Exception as e:  # any failure means "not here": the message says which
+            first_line = (str(e).strip().splitlines() or [""])[0]
+            _COMPILER_CHECKED[key] = f"{type(e).__name__}: {first_line}"
+    return _COMPILER_CHECKED[key]
 
 
 def remaining_seconds(step: int, elapsed_s: float, total_steps: int, max_seconds: float, step_s: float) -> float:

@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from nvp_core import RealNVP, dequantize
 from nvp_core.base import standard_normal_logprob
-from nvp_core.fastpath import ENV_OVERRIDE, FastPath, configure
+from nvp_core.fastpath import ENV_OVERRIDE, FastPath
+from nvp_core.fastpath_choice import configure
 
 from .checkpointing import read_resume_state, warm_start
 from .compiling import Compiler
@@ -54,7 +55,7 @@ def resolve_precision(
     precision: str, device: torch.device, model: RealNVP | None = None, batch: int = 64
 ) -> torch.dtype | None:
     """The s,t ResNets' compute dtype for training (``None``: float32), decided by
-    :func:`nvp_core.fastpath.choose`: ``fp32``/``bf16`` restrict the dtype, ``auto`` lets the measurement on
+    :func:`nvp_core.fastpath_choice.choose`: ``fp32``/``bf16`` restrict the dtype, ``auto`` lets the measurement on
     this machine and this model's shapes decide (cached per machine; ``$NVP_FASTPATH`` overrides it). With
     ``model``, the whole choice (dtype and memory layout) is applied to it."""
     if model is None:  # nothing to measure on: the caller's dtype, or float32

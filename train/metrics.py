@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
+
+from nvp_core.fastpath_choice import cpu_model
 
 
 class MetricsWriter:
@@ -59,13 +60,5 @@ def hardware_description(device: torch.device, world: int) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
-        name = platform.processor() or "CPU"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        name = f"CPU {name} ({torch.get_num_threads()} threads)"
+        name = f"CPU {cpu_model()} ({torch.get_num_threads()} threads)"
     return f"{world} x {name}"

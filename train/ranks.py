@@ -10,7 +10,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from nvp_core import RealNVP
-from nvp_core.fastpath import FastPath, configure
+from nvp_core.fastpath import FastPath
+from nvp_core.fastpath_choice import configure
 
 from .distributed import DistInfo
 
