@@ -7,8 +7,6 @@ never modified after loading, and cached arrays are read-only. ``st.cache_resour
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import threading
 import zlib
@@ -21,9 +19,8 @@ import numpy as np
 import streamlit as st
 import torch
 from sklearn.decomposition import PCA
-from streamlit.runtime.scriptrunner import RerunException, get_script_run_ctx
 
-from app import compute
+from app import compute, link
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
 
@@ -31,13 +28,6 @@ T = TypeVar("T")
 MODEL_KEY = "nvp_model_path"
 CURRENT_IMAGE = "nvp_current_image"
 GALLERY_MAX_ENV = "NVP_APP_GALLERY_MAX"
-URL_PENDING = "_url_pending"  # settings from the link the session opened with, not yet given to a widget
-URL_SEEDED = "_url_seeded"  # widget keys this run took from the link (cleared if the link does not fit)
-URL_READ = "_url_read"
-URL_OVERRIDE = "_url_override"  # this run follows the browser's Back/Forward: the link's values win
-LINK_OUT = "_link_out"  # setting name → key of what this run showed, written to the link when the run ends
-LINK_MODEL = "_link_model"  # the model's name for the link, written with the settings
-WHOLE_RUN = "_whole_run"  # set while the whole script runs (a fragment's own rerun writes the link itself)
 OPENED_RUNS = "_opened_runs"  # run checkpoints this session opened from the Runs page (the sidebar lists them)
 
 
@@ -97,19 +87,8 @@ class Ctx:
         return f"{self.key}|{name}"
 
     def s(self, name: str) -> str:
-        """The key of a *setting* (a widget whose value a page's link carries): :meth:`k`, seeded from the link the
-        session was opened with (and from the browser's history when the reader goes Back or Forward), and written
-        back to the link (``st.query_params[name]``, by :func:`flush_link` when the run ends) whenever it has a
-        value, so the address bar always holds the view on screen."""
-        key = self.k(name)
-        pending = st.session_state.get(URL_PENDING)
-        if pending and name in pending and (key not in st.session_state or st.session_state.get(URL_OVERRIDE)):
-            st.session_state[key] = pending.pop(name)
-            st.session_state.setdefault(URL_SEEDED, []).append(key)
-        # Read when the run ends: a widget created after this call has its value by then, so a page's first run
-        # already puts its whole view in the link.
-        st.session_state.setdefault(LINK_OUT, {})[name] = key
-        return key
+        """The key of a *setting*: a widget whose value the page's link carries (:func:`app.link.setting`)."""
+        return link.setting(self.k(name), name)
 
 
 def current() -> Ctx:
@@ -137,92 +116,6 @@ def open_run_checkpoint(path: Path) -> None:
     if str(path) not in opened:
         opened.append(str(path))
     st.session_state["model_choice"] = str(path)
-
-
-def history_navigation() -> bool:
-    """Whether this run was asked for by the browser's Back or Forward button (Streamlit then sends the query
-    string of the history entry the reader went to)."""
-    run = get_script_run_ctx()
-    return bool(run is not None and getattr(run, "is_history_navigation", False))
-
-
-def read_link(checkpoints: list[Path]) -> None:
-    """On a session's first run, and on every run the browser's Back or Forward button asks for: the link's
-    ``model`` (a checkpoint's name in the models folder) becomes the sidebar's choice, and its other parameters
-    (JSON values) wait for the widgets of the same setting names (:meth:`Ctx.s`); after Back or Forward they
-    replace the session's values, so the page shows the view that history entry recorded. Values that are not
-    JSON are ignored."""
-    back = history_navigation()
-    if st.session_state.get(URL_READ) and not back:
-        return
-    st.session_state[URL_READ] = True
-    st.session_state[URL_OVERRIDE] = back
-    params = st.query_params.to_dict()
-    stem = params.pop("model", None)
-    chosen = next((p for p in checkpoints if p.name == f"{stem}.safetensors"), None) if stem else None
-    if chosen is not None:
-        st.session_state["model_choice"] = str(chosen)
-    pending = {}
-    for name, text in params.items():
-        try:
-            pending[name] = json.loads(text)
-        except ValueError:
-            continue
-    st.session_state[URL_PENDING] = pending
-
-
-def write_link_model(ctx: Ctx, shareable: bool) -> None:
-    """Puts the model's name in the link (``model``) when another browser can open it (not an upload)."""
-    if shareable:
-        st.session_state[LINK_MODEL] = ctx.path.name.removesuffix(".safetensors")
-    elif "model" in st.query_params:
-        del st.query_params["model"]
-
-
-def flush_link() -> None:
-    """Writes what this run's settings put in the link (:meth:`Ctx.s`) in one update. The browser keeps one history
-    entry per update, so a page that opens or a preset that sets three weights is one step for the Back button,
-    not one per setting."""
-    out: dict[str, str] = st.session_state.pop(LINK_OUT, None) or {}
-    model = st.session_state.pop(LINK_MODEL, None)
-    st.session_state.pop(URL_OVERRIDE, None)
-    link = {"model": model} if model else {}
-    for name, key in out.items():
-        if key in st.session_state:
-            try:
-                link[name] = json.dumps(st.session_state[key], separators=(",", ":"), ensure_ascii=False)
-            except TypeError:  # not a plain value: it stays out of the link
-                continue
-    changed = {name: text for name, text in link.items() if st.query_params.get(name) != text}
-    if changed:
-        st.query_params.update(changed)
-
-
-def drop_link_writes() -> None:
-    """Forgets what this run was about to write to the link (a link that did not fit is being replaced)."""
-    st.session_state.pop(LINK_OUT, None)
-    st.session_state.pop(LINK_MODEL, None)
-
-
-def fragment(func: Callable[..., None] | None = None, *, run_every: float | None = None) -> Any:
-    """``st.fragment`` for a part of a page whose settings are in the link: when the part reruns alone, its run
-    ends by writing them (:func:`flush_link`); in a whole run the script's end writes them with the page's."""
-
-    def wrap(f: Callable[..., None]) -> Any:
-        @functools.wraps(f)
-        def run(*args: Any, **kwargs: Any) -> None:
-            try:
-                f(*args, **kwargs)
-            except RerunException:  # a newer run replaces this one and writes the link
-                drop_link_writes()
-                raise
-            finally:
-                if not st.session_state.get(WHOLE_RUN):
-                    flush_link()
-
-        return st.fragment(run, run_every=run_every)
-
-    return wrap if func is None else wrap(func)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:

@@ -17,9 +17,8 @@ if str(_ROOT) not in sys.path:
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 from streamlit.navigation.page import StreamlitPage  # noqa: E402
-from streamlit.runtime.scriptrunner import RerunException  # noqa: E402
 
-from app import compute, state, uploads  # noqa: E402
+from app import compute, link, state, uploads  # noqa: E402
 from app.models import list_checkpoints, models_dir  # noqa: E402
 from nvp_core.likelihood import CONVENTION_SHORT  # noqa: E402
 
@@ -75,7 +74,7 @@ def sidebar() -> bool:
     with st.sidebar:
         st.markdown("### Real NVP explorer")
         found = list_checkpoints()
-        state.read_link(found)  # a shared link names the model and the page's settings
+        link.read(found)  # a shared link names the model and the page's settings
         uploaded = _uploaded_checkpoint_slot()
         opened = [Path(p) for p in st.session_state.get(state.OPENED_RUNS, []) if Path(p).is_file()]
         options = [str(p) for p in [*found, *opened]] + ([str(uploaded)] if uploaded else [])
@@ -100,7 +99,7 @@ def sidebar() -> bool:
             return False
         st.session_state[state.MODEL_KEY] = chosen
         ctx = state.current()
-        state.write_link_model(ctx, shareable=Path(chosen) in found)
+        link.write_model(ctx.path.name.removesuffix(".safetensors") if Path(chosen) in found else None)
         cfg = ctx.model.config
         bpd = ctx.meta.get("test_bpd")
         st.caption(
@@ -141,20 +140,12 @@ def main() -> None:
     torch.set_num_threads(_threads())
     pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
     nav = st.navigation(pages)
-    st.session_state.pop(state.URL_SEEDED, None)  # the settings this run takes from a link, if any
-    st.session_state[state.WHOLE_RUN] = True
-    try:
-        if sidebar():
-            _page(nav)
-        else:
-            st.title("Real NVP explorer")
-            st.info("Pick or upload a model in the sidebar to start.")
-    except RerunException:  # replaced by a newer run (st.rerun, a click, Back): that run writes the link
-        state.drop_link_writes()
-        raise
-    finally:  # also when a page stops early (st.stop)
-        st.session_state.pop(state.WHOLE_RUN, None)
-        state.flush_link()
+    link.whole_run(lambda: _page(nav) if sidebar() else _no_model())
+
+
+def _no_model() -> None:
+    st.title("Real NVP explorer")
+    st.info("Pick or upload a model in the sidebar to start.")
 
 
 def _page(nav: StreamlitPage) -> None:
@@ -164,15 +155,9 @@ def _page(nav: StreamlitPage) -> None:
     try:
         nav.run()
     except Exception as e:
-        seeded = st.session_state.pop(state.URL_SEEDED, None)
-        if not seeded:
+        names = link.drop_seeded()  # a link made for another model or edited by hand: back to the defaults
+        if not names:
             raise
-        # A link made for another model or edited by hand: drop its settings, say so, and show the defaults.
-        names = [key.split("|", 1)[1] for key in seeded]
-        state.drop_link_writes()
-        for key, name in zip(seeded, names, strict=True):
-            st.session_state.pop(key, None)
-            st.query_params.pop(name, None)
         st.session_state[LINK_PROBLEM] = (
             f"This link's settings ({', '.join(names)}) do not fit this model, so the defaults are shown "
             f"instead. ({type(e).__name__}: {e})"

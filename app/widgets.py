@@ -256,7 +256,7 @@ def downloads(items: Sequence[tuple[str, Callable[[], bytes], str, str]], key: s
 
 def markdown_file(path: Path) -> None:
     """Shows a Markdown file (a model card) without HTML; its images that are files in the same folder are
-    shown as pictures (PNG, pixel for pixel), other image links are named but not fetched."""
+    shown as pictures (PNG pixel for pixel, SVG byte for byte), other image links are named but not fetched."""
     text = path.read_text(encoding="utf-8", errors="replace")
     for part in compute.markdown_with_images(text):
         if isinstance(part, str):
@@ -267,6 +267,9 @@ def markdown_file(path: Path) -> None:
         if "://" in target or local.parent != path.parent.resolve() or not local.is_file():
             st.caption(f"(image not shown: {alt or target})")
             continue
+        if local.suffix.lower() == ".svg":
+            _svg(local, alt or target)
+            continue
         try:
             img = load_image(local.read_bytes())
         except ImageError as e:
@@ -275,6 +278,20 @@ def markdown_file(path: Path) -> None:
         arr = np.asarray(img)
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         picture(np.ascontiguousarray(arr), arr.shape[2], alt or target)
+
+
+SVG_MAX_BYTES = 4 * 2**20  # a learning curve is tens of kB
+
+
+def _svg(path: Path, caption: str) -> None:
+    """A card's SVG figure (e.g. the learning curve), its bytes unchanged: Streamlit sends it as a ``data:`` address
+    of an ``<img>``, in which no script runs and nothing is fetched."""
+    data = path.read_bytes()
+    text = data.decode("utf-8", errors="replace")
+    if len(data) > SVG_MAX_BYTES or "<svg" not in text[:4096] or "xmlns=" not in text[:4096]:
+        st.caption(f"(image {path.name} not shown: not a standalone SVG under {SVG_MAX_BYTES >> 20} MB)")
+        return
+    st.image(text, caption=caption)
 
 
 def result_downloads(

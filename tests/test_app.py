@@ -32,7 +32,7 @@ from panel_driver import panel_change
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app import compute, state
+from app import compute, link, state
 from nvp_core import load_model
 from nvp_core.images import load_image, to_array
 from nvp_core.latent import interpolate
@@ -276,7 +276,6 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     """A run that the browser's Back or Forward asks for carries that entry's link, and the page shows its view
     (the settings and their pictures); any other run keeps the session's settings, whatever query string it
     carries (a click can leave before the browser has taken the last run's link)."""
-    from app import state
 
     at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "sample")
     by_label(at.number_input, "Seed").set_value(11).run()
@@ -289,9 +288,9 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     assert by_label(at.number_input, "Seed").value == 12
 
     at.query_params["sa_seed"] = "11"  # Back to the entry written when the seed was 11
-    monkeypatch.setattr(state, "history_navigation", lambda: True)
+    monkeypatch.setattr(link, "history_navigation", lambda: True)
     at.run()
-    monkeypatch.setattr(state, "history_navigation", lambda: False)
+    monkeypatch.setattr(link, "history_navigation", lambda: False)
     assert not problems(at), problems(at)
     assert by_label(at.number_input, "Seed").value == 11
     np.testing.assert_array_equal(at.session_state["_memo:sample"][1][0], eleven)
@@ -299,9 +298,9 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     assert by_label(at.number_input, "Seed").value == 11 and dict(at.query_params)["sa_seed"] == "11"
 
     at.query_params["sa_n"] = "99"  # an entry whose link was edited by hand: the warning and the defaults
-    monkeypatch.setattr(state, "history_navigation", lambda: True)
+    monkeypatch.setattr(link, "history_navigation", lambda: True)
     at.run()
-    monkeypatch.setattr(state, "history_navigation", lambda: False)
+    monkeypatch.setattr(link, "history_navigation", lambda: False)
     assert not at.exception, [e.message for e in at.exception]
     assert any("do not fit this model" in w.value for w in at.warning)
     assert by_label(at.slider, "Grid side").value == 6
@@ -636,9 +635,11 @@ def test_model_card_images_are_shown_by_the_page_not_linked(monkeypatch: pytest.
     ckpt = make_fixture_model(tmp_path, "card", 1, 8, 2)
     grid = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     (tmp_path / "card.samples.png").write_bytes(png_bytes(grid))
+    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"><rect width="4" height="2"/></svg>\n'
+    (tmp_path / "card.curve.svg").write_text(svg)
     (tmp_path / "README.md").write_text(
         "# card\n\n![card samples](card.samples.png)\n\ntext ![remote](https://example.com/x.png) "
-        "![outside](../secret.png)\n"
+        "![outside](../secret.png) ![card curve](card.curve.svg)\n"
     )
     shown: list[np.ndarray] = []
     real = compute.png_bytes
@@ -647,6 +648,7 @@ def test_model_card_images_are_shown_by_the_page_not_linked(monkeypatch: pytest.
     assert not any("![" in m.value for m in at.markdown)
     assert "card samples" in image_urls(at)
     assert any(np.array_equal(im, grid.transpose(2, 0, 1)) for im in shown), "the card's picture, pixel for pixel"
+    assert image_urls(at)["card curve"] == ["data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()]
     captions = [c.value for c in at.caption]
     assert "(image not shown: remote)" in captions and "(image not shown: outside)" in captions
 

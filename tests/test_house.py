@@ -147,7 +147,6 @@ def _imports_raw(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the restructure is not merged yet")
 def test_streamlit_internals_live_in_one_app_module():
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "app").rglob("*.py")
                    if any(m.startswith("streamlit.runtime") or m.startswith("streamlit.web") or ".elements." in m

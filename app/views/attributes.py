@@ -7,7 +7,7 @@ import re
 import numpy as np
 import streamlit as st
 
-from app import compute, state, widgets
+from app import compute, link, state, widgets
 from nvp_core.images import ImageError, load_image, to_array
 from nvp_core.latent import apply_direction, attribute_direction
 
@@ -107,7 +107,7 @@ if picked is None:
 z = compute.encode(model, picked[0][None])
 
 
-@state.fragment
+@link.fragment
 def edit_view(z: list, direction: list, key: str) -> None:
     c1, c2 = st.columns([1, 2])
     strength = c1.slider("Strength s", -2.0, 2.0, 1.0, 0.1, key=ctx.s("at_s"), persist_state="session")

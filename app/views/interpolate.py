@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import compute, path_panel, state, widgets
+from app import compute, link, path_panel, state, widgets
 from nvp_core.latent import interpolate
 
 ctx = state.current()
@@ -39,7 +39,7 @@ presets = {"all levels": [1.0] * L, "coarsest only": [0.0] * (L - 1) + [1.0], "f
 level_names = [widgets.level_name(ctx, lv) for lv in range(1, L + 1)]
 
 
-@state.fragment
+@link.fragment
 def path_view(za: list, zb: list, key: str) -> None:
     settings = path_panel.read(ctx, link=False)  # the page's run has read the link
     method, steps, weights = settings.method, settings.steps, list(settings.weights)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import compute, state, widgets
+from app import compute, link, state, widgets
 from nvp_core.latent import manifold
 
 ctx = state.current()
@@ -29,7 +29,7 @@ if len(picked) < 4:
 zs4 = [compute.encode(model, c.image[None]) for c in picked]
 
 
-@state.fragment
+@link.fragment
 def grid_view(zs4: list[compute.Latents], key: str) -> None:
     z1, z2, z3, z4 = zs4
     c1, c2 = st.columns([1, 2])

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import state, toy_compute, toy_pictures, widgets
+from app import link, state, toy_compute, toy_pictures, widgets
 from nvp_core.toy_data import DATASETS, EXTENT
 from nvp_core.toy_train import ToySettings, ToyTrainer
 
@@ -148,7 +148,7 @@ def _row(title: str, tr: toy_compute.Trace) -> None:
     )
 
 
-@state.fragment(run_every=TICK if running else None)
+@link.fragment(run_every=TICK if running else None)
 def live() -> None:
     trainer: ToyTrainer = st.session_state[TRAINER]
     trained = None

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import runs, state, widgets
+from app import link, runs, state, widgets
 from app.models import read_metrics
 from nvp_core import CheckpointError, read_header
 from nvp_core.images import ImageError, load_image
@@ -44,7 +44,7 @@ assert choice is not None  # names is not empty here
 run = found[names.index(choice)]
 
 
-@state.fragment(run_every=15 if run.live else None)
+@link.fragment(run_every=15 if run.live else None)
 def run_view(run: runs.Run) -> None:
     run = next((r for r in runs.find_runs(run.path.parent) if r.path == run.path), run)  # re-read while it trains
     counters = run.state()

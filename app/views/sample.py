@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import compute, state, widgets
+from app import compute, link, state, widgets
 from nvp_core.latent import temperature_rows
 
 CARD_TEMPERATURES = (1.0, 0.85, 0.7, 0.5)  # the trainer's default sample rows (train.config), as in the model card
@@ -26,7 +26,7 @@ def _new_seed() -> None:
     st.session_state[ctx.k("sa_seed")] = int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-@state.fragment
+@link.fragment
 def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s("sa_seed"), persist_state="session")

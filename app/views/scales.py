@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import compute, state, widgets
+from app import compute, link, state, widgets
 from nvp_core.latent import resample_finer, swap_levels
 
 ctx = state.current()
@@ -41,7 +41,7 @@ with right:
     )
 
 
-@state.fragment
+@link.fragment
 def resample_view(z: list, key: str) -> None:
     c1, c2, c3 = st.columns(3)
     temp = c1.slider("Temperature of the new draws", 0.0, 1.0, 0.7, 0.05, key=ctx.s("sc_t"), persist_state="session")
