@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from nvp_core import RealNVP, dequantize
+from nvp_core import RealNVP, dequantize, gallery_latents
 from nvp_core.latent import level_stats
 from nvp_core.likelihood import fixed_noise_bits_per_dim, fixed_noise_bits_per_dim_and_breakdown
 
@@ -34,11 +34,9 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return (x.detach().float() * 256.0).floor().clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-@torch.inference_mode()
 def encode(model: RealNVP, images: np.ndarray) -> Latents:
     """uint8 ``[B, C, H, W]`` → latents (list of L tensors ``[B, *latent_shapes[l]]``), in batches."""
-    parts = [model(model_input(images[i : i + BATCH]))[0] for i in range(0, len(images), BATCH)]
-    return [torch.cat([p[lv] for p in parts]) for lv in range(model.num_levels)]
+    return gallery_latents.encode_uint8(model, images)
 
 
 @torch.inference_mode()

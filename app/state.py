@@ -7,6 +7,7 @@ never modified after loading, and cached arrays are read-only. ``st.cache_resour
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import zlib
@@ -17,12 +18,13 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import streamlit as st
-import torch
 from sklearn.decomposition import PCA
 
-from app import compute, link
+from app import link
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
+from nvp_core import gallery_latents as gallery_latents_file
+from nvp_core.gallery_latents import GalleryLatents
 
 T = TypeVar("T")
 MODEL_KEY = "nvp_model_path"
@@ -146,37 +148,38 @@ def gallery(ctx: Ctx) -> Gallery | None:
 
 def gallery_limit() -> int:
     """How many gallery images are encoded for the histogram, the latent map and the class means."""
+    default = gallery_latents_file.DEFAULT_COUNT
     try:
-        return max(10, int(os.environ.get(GALLERY_MAX_ENV, "1000")))
+        return max(10, int(os.environ.get(GALLERY_MAX_ENV, str(default))))
     except ValueError:
-        return 1000
+        return default
 
 
-@dataclass(frozen=True)
-class GalleryLatents:
-    """The first ``n`` gallery images encoded: latents per level (read-only ``[n, ...]`` arrays) and bits/dim."""
-
-    levels: list[np.ndarray]
-    bpd: np.ndarray
-    labels: np.ndarray
-
-    def tensors(self, idx: np.ndarray | slice | None = None) -> list[torch.Tensor]:
-        sel = slice(None) if idx is None else idx
-        return [torch.from_numpy(np.array(z[sel])) for z in self.levels]
-
-
-@st.cache_resource(show_spinner="Encoding the gallery (once per model)…", max_entries=6)
-def _gallery_latents(key: str, _model: RealNVP, _images: np.ndarray, _labels: np.ndarray, n: int) -> GalleryLatents:
-    zs, bpd = compute.encode_with_bpd(_model, _images[:n])
-    return GalleryLatents([_frozen(z.numpy()) for z in zs], _frozen(bpd), _labels[:n])
+@st.cache_resource(show_spinner=False, max_entries=6)
+def _gallery_latents(
+    model_key: str, ckpt: str, gallery_file: str, n: int, _model: RealNVP, _images: np.ndarray, _labels: np.ndarray
+) -> GalleryLatents:
+    """Read from the file shipped with the model or from the disk cache, else computed once and cached on disk."""
+    k = gallery_latents_file.key(Path(ckpt), Path(gallery_file))
+    for path in (gallery_latents_file.shipped_path(Path(ckpt)), gallery_latents_file.cache_path(k)):
+        found = gallery_latents_file.load(path, k, n)
+        if found is not None:
+            return found.frozen()
+    with st.spinner(f"Encoding {n} gallery images (once per model; kept on disk for the next start)…"):
+        gl = gallery_latents_file.compute(_model, _images[:n], _labels[:n])
+    with contextlib.suppress(OSError):  # a read-only home: computed again at the next start
+        gallery_latents_file.save(gallery_latents_file.cache_path(k), gl, k)
+    return gl.frozen()
 
 
 def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
+    """The first :func:`gallery_limit` gallery images encoded, or ``None`` when the model has no gallery."""
     g = gallery(ctx)
-    if g is None:
+    p = gallery_path(ctx.path)
+    if g is None or p is None:
         return None
     n = min(len(g.images), gallery_limit())
-    return _gallery_latents(ctx.key, ctx.model, g.images, g.labels, n)
+    return _gallery_latents(ctx.key, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)

@@ -32,7 +32,7 @@ import torch
 
 from .config import FlowConfig
 from .fastpath import ALL_PATHS, ENV_OVERRIDE, OVERRIDES, Choice, FastPath, candidates, faithful
-from .fileio import atomic_write
+from .fileio import atomic_write, user_cache_dir
 from .model import RealNVP
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,9 @@ def machine_key(device: torch.device) -> dict[str, Any]:
 
 
 def cache_path() -> Path:
-    """``$NVP_FASTPATH_CACHE``, else ``~/.cache/nvp-explorer/fastpath.json`` (``$XDG_CACHE_HOME`` honoured)."""
+    """``$NVP_FASTPATH_CACHE``, else ``fastpath.json`` in :func:`nvp_core.fileio.user_cache_dir`."""
     env = os.environ.get(ENV_CACHE)
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nvp-explorer" / "fastpath.json"
+    return Path(env).expanduser() if env else user_cache_dir() / "fastpath.json"
 
 
 def _key_id(key: dict[str, Any]) -> str:

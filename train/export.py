@@ -4,8 +4,10 @@
     models/<name>.gallery.npz     images uint8 [N, C, H, W], labels int64 [N], class_names — test split
     models/<name>.metrics.jsonl   the run's metrics
     models/<name>.samples.png     the run's latest sample grid
+    models/<name>.latents.npz     the gallery's latents and bits/dim, so the app starts without encoding it
 
-``python -m train.export --run runs/fashion_mnist --name fashion_mnist`` (see ``--help``).
+``python -m train.export --run runs/fashion_mnist --name fashion_mnist`` (see ``--help``);
+``python -m train.export --latents models/fashion_mnist.safetensors`` rewrites one model's latents file.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import json
 import shutil
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nvp_core import CheckpointError, load_model, save_model
+from nvp_core import CheckpointError, gallery_latents, load_model, save_model
 
 from .data import DataError, load_dataset
 from .evaluate import eval_bits_per_dim, sample_grid, save_png
@@ -40,6 +43,17 @@ def gallery_indices(labels: np.ndarray, per_class: int) -> np.ndarray:
 def gallery_bits_per_dim(model: torch.nn.Module, images: np.ndarray | torch.Tensor) -> float:
     """Mean test bits/dim of gallery images with the trainer's fixed evaluation noise."""
     return eval_bits_per_dim(model, torch.as_tensor(np.asarray(images)))  # type: ignore[arg-type]
+
+
+def write_latents(checkpoint: Path, count: int = gallery_latents.DEFAULT_COUNT) -> Path:
+    """Writes ``<name>.latents.npz`` for a shipped checkpoint and its ``<name>.gallery.npz`` (the app's model)."""
+    gallery = checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".gallery.npz")
+    with np.load(gallery, allow_pickle=False) as g:
+        images, labels = g["images"], g["labels"]
+    n = min(count, len(images))
+    model, _ = load_model(checkpoint)
+    gl = gallery_latents.compute(model, images[:n], labels[:n])
+    return gallery_latents.save(gallery_latents.shipped_path(checkpoint), gl, gallery_latents.key(checkpoint, gallery))
 
 
 def export_run(
@@ -85,6 +99,7 @@ def export_run(
     )
     if (run / "metrics.jsonl").is_file():
         shutil.copyfile(run / "metrics.jsonl", models_dir / f"{name}.metrics.jsonl")
+    write_latents(target)
     grid = sample_grid(final_model, (1.0, 0.85, 0.7, 0.5), 10, seed=0)
     save_png(grid, models_dir / f"{name}.samples.png")
     return {
@@ -108,16 +123,22 @@ def export_run(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.export", description=__doc__.split("\n")[0])
-    p.add_argument("--run", type=Path, required=True, help="run folder with best.safetensors and metrics.jsonl")
-    p.add_argument("--name", required=True, help="base name of the files, e.g. fashion_mnist")
+    p.add_argument("--run", type=Path, help="run folder with best.safetensors and metrics.jsonl")
+    p.add_argument("--name", help="base name of the files, e.g. fashion_mnist")
+    p.add_argument("--latents", type=Path, metavar="CHECKPOINT", help="only rewrite this shipped model's latents file")
     p.add_argument("--models-dir", type=Path, default=Path("models"), help="where to write (default models/)")
     p.add_argument("--per-class", type=int, default=300, help="gallery images per class (default 300)")
     p.add_argument("--data-dir", type=Path, help="dataset folder, as for training")
     p.add_argument("--meta", default="{}", help="extra JSON metadata for the checkpoint")
     args = p.parse_args(argv)
+    if args.latents is None and (args.run is None or args.name is None):
+        p.error("give --run and --name, or --latents CHECKPOINT")
     try:
+        if args.latents is not None:
+            print(write_latents(args.latents))
+            return 0
         summary = export_run(args.run, args.name, args.models_dir, args.per_class, args.data_dir, json.loads(args.meta))
-    except (CheckpointError, DataError, ValueError, OSError) as e:
+    except (CheckpointError, DataError, ValueError, OSError, KeyError, zipfile.BadZipFile) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=1))
