@@ -81,8 +81,8 @@ def _command(flags: str, out: Path, args: argparse.Namespace) -> list[str]:
     return [
         sys.executable, "-m", "train", "--dataset", args.dataset, *shlex.split(flags), "--epochs", "0",
         "--max-minutes", str(args.minutes), "--threads", str(args.threads), "--eval-limit", str(args.eval_limit),
-        "--bn-recalibration", "0", "--no-progress", "--out", str(out),
-    ]  # fmt: skip
+        "--bn-recalibration", "0", "--compile", "off", "--no-progress", "--out", str(out),
+    ]  # fmt: skip  # --compile off: compiling would spend minutes of every recipe's budget before its first step
 
 
 def summarize(run: Path) -> dict[str, Any]:
