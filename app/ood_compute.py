@@ -68,4 +68,4 @@ def scored_sets(ctx: Ctx) -> tuple[list[Scored], list[str]] | None:
     g = state.gallery(ctx)
     if g is None or not len(g.images):
         return None
-    return _scored(ctx.key, ctx.model, g.images, ctx.name, ood_limit())
+    return _scored(ctx.results, ctx.model, g.images, ctx.name, ood_limit())

@@ -8,6 +8,8 @@ never modified after loading, and cached arrays are read-only. ``st.cache_resour
 from __future__ import annotations
 
 import contextlib
+import copy
+import logging
 import os
 import threading
 import zlib
@@ -24,9 +26,11 @@ from app import link
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
 from nvp_core import gallery_latents as gallery_latents_file
+from nvp_core.fastpath import ENV_OVERRIDE
 from nvp_core.gallery_latents import GalleryLatents
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 MODEL_KEY = "nvp_model_path"
 CURRENT_IMAGE = "nvp_current_image"
 GALLERY_MAX_ENV = "NVP_APP_GALLERY_MAX"
@@ -39,11 +43,43 @@ def stamp(path: Path) -> str:
     return f"{path.resolve()}:{s.st_size}:{s.st_mtime_ns}"
 
 
+class _Loaded:
+    """A loaded model (frozen, eval mode, float32) and its fast path. Measuring the fast path takes seconds, so it
+    runs in a background thread on a copy: until it is done, pages use the model as loaded (float32 NCHW, the
+    reference every fast path is checked against), then the prepared copy. ``$NVP_FASTPATH`` naming a path
+    decides at once. ``prepared`` is set once the choice is made (or failed: the model as loaded stays)."""
+
+    def __init__(self, model: RealNVP, meta: dict[str, Any]) -> None:
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.current = model, {**meta, "fastpath": {"path": "fp32-nchw", "source": "being measured"}}
+        self.prepared = threading.Event()
+        if os.environ.get(ENV_OVERRIDE, "").strip() not in ("", "auto", "fp32", "bf16"):
+            self._prepare(model)
+        else:
+            threading.Thread(target=self._prepare, args=(copy.deepcopy(model),), daemon=True).start()
+
+    def _prepare(self, model: RealNVP) -> None:
+        try:
+            choice = prepare_app_model(model)  # the measured fast path, same pictures and numbers as float32
+            self.current = model, {**self.current[1], "fastpath": choice.to_dict()}  # one assignment: runs see either
+        except Exception as e:  # a measurement that fails leaves the model as loaded: the reference path
+            log.warning("fast path not chosen (%s: %s); the model runs as loaded", type(e).__name__, e)
+        finally:
+            self.prepared.set()
+
+
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
-def _load(path: str, version: str) -> tuple[RealNVP, dict[str, Any]]:
-    model, meta = load_model(path)  # eval mode, float32
-    choice = prepare_app_model(model)  # frozen; the measured fast path, same pictures and numbers as float32
-    return model, {**meta, "fastpath": choice.to_dict()}
+def _load(path: str, version: str) -> _Loaded:
+    return _Loaded(*load_model(path))
+
+
+def app_model(path: Path, wait_s: float = 0.0) -> tuple[RealNVP, dict[str, Any]]:
+    """The model object the app uses for ``path`` and its metadata; ``wait_s``: first wait up to that long for its
+    fast path to be chosen."""
+    loaded = _load(str(path), stamp(path))
+    loaded.prepared.wait(wait_s)
+    return loaded.current
 
 
 def check_checkpoint(path: Path) -> str | None:
@@ -62,9 +98,10 @@ class Ctx:
     """The model a page works with, and where it came from."""
 
     path: Path
-    key: str
+    key: str  # the checkpoint's version: widget keys
     model: RealNVP
     meta: dict[str, Any]
+    results: str  # ``key`` and the model's fast path: what computed results are kept under
 
     @property
     def name(self) -> str:
@@ -97,9 +134,12 @@ def current() -> Ctx:
     """The model chosen in the sidebar (``streamlit_app.py`` sets it before any page runs)."""
     path = Path(st.session_state[MODEL_KEY])
     version = stamp(path)
-    model, meta = _load(str(path), version)
+    model, meta = _load(str(path), version).current
     key = f"{path.name.removesuffix('.safetensors')}@{zlib.crc32(version.encode()):08x}"
-    return Ctx(path=path, key=key, model=model, meta=meta)
+    # The fast path is part of the results' key: what was computed before the switch to it is not mixed with what
+    # follows (widget keys stay: a reader's settings survive the switch).
+    fast = meta["fastpath"]["path"]
+    return Ctx(path=path, key=key, model=model, meta=meta, results=key if fast == "fp32-nchw" else f"{key}+{fast}")
 
 
 @st.cache_resource(show_spinner=False, max_entries=6)
@@ -109,7 +149,7 @@ def _parameter_count(key: str, _model: RealNVP) -> int:
 
 def parameter_count(ctx: Ctx) -> int:
     """The model's number of parameters, counted once per model (the sidebar shows it on every rerun)."""
-    return _parameter_count(ctx.key, ctx.model)
+    return _parameter_count(ctx.results, ctx.model)
 
 
 def open_run_checkpoint(path: Path) -> None:
@@ -179,7 +219,7 @@ def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
     if g is None or p is None:
         return None
     n = min(len(g.images), gallery_limit())
-    return _gallery_latents(ctx.key, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
+    return _gallery_latents(ctx.results, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
@@ -211,7 +251,7 @@ def shared_result(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[],
     """``fn()``, computed once for every session that asks for the same ``name`` and ``key`` on this model
     (e.g. a class opening the Sample page on the default seed): the last ``SHARED_RESULTS`` results are kept.
     Arrays in the result are made read-only, since sessions share them."""
-    slot = _result_slot(ctx.key, name, key)
+    slot = _result_slot(ctx.results, name, key)
     with slot["lock"]:  # a second session asking meanwhile waits for the first one's result
         if "value" not in slot:
             value = fn()

@@ -345,10 +345,10 @@ def memo(ctx: Ctx, name: str, key: tuple[object, ...], fn: Callable[[], T]) -> T
     already computed (``state.shared_result``), else ``fn()``. The model's identity is part of the slot's key
     here, so no page can forget it: two models that share a gallery give equal ``key``s for different results."""
     slot = st.session_state.get(f"_memo:{name}")  # (key, value, model key)
-    if slot is not None and slot[0] == key and slot[2] == ctx.key:
+    if slot is not None and slot[0] == key and slot[2] == ctx.results:
         return slot[1]
     value = state.shared_result(ctx, name, key, fn)
-    st.session_state[f"_memo:{name}"] = (key, value, ctx.key)
+    st.session_state[f"_memo:{name}"] = (key, value, ctx.results)
     return value
 
 

@@ -66,6 +66,7 @@ def open_app(monkeypatch: pytest.MonkeyPatch, ckpt: Path) -> AppTest:
     monkeypatch.setenv("NVP_MODELS_DIR", str(ckpt.parent))
     monkeypatch.setenv("NVP_APP_GALLERY_MAX", "64")  # keeps gallery encoding short in tests
     monkeypatch.setenv("NVP_APP_OOD_MAX", "40")  # and the Out-of-distribution page's scoring
+    monkeypatch.setenv("NVP_LATENTS_CACHE", tempfile.mkdtemp())  # each test encodes its galleries itself
     if "NVP_RUNS_DIR" not in os.environ:  # the Runs page: never the repository's runs/ (a run may be training)
         monkeypatch.setenv("NVP_RUNS_DIR", str(ckpt.parent))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
@@ -74,7 +75,8 @@ def open_app(monkeypatch: pytest.MonkeyPatch, ckpt: Path) -> AppTest:
     if choice.value != str(ckpt):
         choice.set_value(str(ckpt)).run()
     assert not problems(at), problems(at)
-    return at
+    state.app_model(ckpt, wait_s=120)  # the fast path measured in the background: tests compare with that model
+    return at.run()
 
 
 def goto(at: AppTest, page: str) -> AppTest:
@@ -403,7 +405,7 @@ def test_interpolation_frames_stay_the_decoded_path_as_single_levels_move(
     moves of each level in turn, the frames are still the whole inverse of the path, byte for byte."""
     ckpt = target_path(fixture_dir, "fixture:rgb16")
     at = goto(open_app(monkeypatch, ckpt), "interpolate")
-    model, _ = state._load(str(ckpt), state.stamp(ckpt))  # the app's model object (same fast path)
+    model, _ = state.app_model(ckpt)  # the app's model object (same fast path: open_app waited for it)
     za, zb = at.session_state["_memo:interp_za"][1], at.session_state["_memo:interp_zb"][1]
     L = model.num_levels
     assert L == 3
@@ -427,7 +429,7 @@ def test_samples_stay_the_decoded_draws_as_single_temperatures_move(
     each level in turn, the grid is still the whole inverse of the seeded draws, byte for byte."""
     ckpt = target_path(fixture_dir, "fixture:rgb16")
     at = goto(open_app(monkeypatch, ckpt), "sample")
-    model, _ = state._load(str(ckpt), state.stamp(ckpt))
+    model, _ = state.app_model(ckpt)
     temps = [0.8] * model.num_levels
     for level, t in ((2, 0.3), (1, 0.6), (1, 1.0), (3, 0.5), (1, 0.1), (2, 1.2)):
         by_label(at.slider, f"T, level {level}").set_value(t).run()
@@ -565,26 +567,26 @@ def test_encode_how_it_works_and_histogram_show_one_bits_per_dim(
 ) -> None:
     """For the same gallery image, Encode's number, How it works' total and the image's value in the test-image
     histogram are one number (nvp_core's convention, named on screen); the sidebar names it too."""
-    from app import compute
+    from nvp_core import gallery_latents
     from nvp_core.likelihood import CONVENTION_SHORT, fixed_noise_bits_per_dim
 
     ckpt = make_fixture_model(tmp_path, "agree", 1, 12, 2, seed=5)  # its own file: the gallery is encoded here
-    calls: list[tuple[int, int, np.ndarray]] = []
-    real = compute.bits_per_dim
+    encoded: list[np.ndarray] = []
+    real = gallery_latents.compute
 
-    def recorded(model: object, images: np.ndarray, first_index: int = 0) -> np.ndarray:
-        out = real(model, images, first_index)  # type: ignore[arg-type]
-        calls.append((len(images), first_index, out))
+    def recorded(model: object, images: np.ndarray, labels: np.ndarray) -> gallery_latents.GalleryLatents:
+        out = real(model, images, labels)  # type: ignore[arg-type]
+        encoded.append(out.bpd)
         return out
 
-    monkeypatch.setattr(compute, "bits_per_dim", recorded)
+    monkeypatch.setattr(gallery_latents, "compute", recorded)
     at = goto(open_app(monkeypatch, ckpt), "encode")
     k = 3
     by_label(at.number_input, "Gallery image").set_value(k).run()
     encode_value = float(next(m for m in at.metric if m.label == "bits/dim").value)
     assert any(CONVENTION_SHORT in c.value for c in at.caption)
     assert any(CONVENTION_SHORT in c.value for c in at.sidebar.caption)
-    histogram = next(out for n, first, out in calls if n > 1 and first == 0)  # the gallery's values
+    (histogram,) = encoded  # the gallery's values, encoded once
     goto(at, "how_it_works")
     how_value = float(next(m for m in at.metric if m.label == "bits/dim of this image").value)
     water = next(s for s in plotly_specs(at) if s["data"][0]["type"] == "waterfall")["data"][0]
@@ -617,7 +619,7 @@ def test_switching_between_models_that_share_a_gallery_shows_the_new_models_resu
     by_label(at.selectbox, "Model").set_value(str(b)).run()
     assert not problems(at), problems(at)
     frames_b = at.session_state["_memo:interp"][1][1]
-    model_b, _ = state._load(str(b), state.stamp(b))  # the very model object the app used
+    model_b, _ = state.app_model(b, wait_s=120)  # the very model object the app used
     images = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).images
     labels = load_gallery(tmp_path / "run_b.gallery.npz", 1, 12).labels
     ib = int(np.flatnonzero(labels != labels[0])[0])  # the page's default image B: another class

@@ -141,7 +141,7 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
 
     a = _open(monkeypatch, models, "sample")
     b = _open(monkeypatch, models, "sample")
-    shared, _ = app_state._load(str(ckpt), app_state.stamp(ckpt))  # the object both sessions use
+    shared, _ = app_state.app_model(ckpt)  # the object both sessions use
     assert len(loads) <= 1, "the model must be loaded once and shared"
     before = _fingerprint(shared)
     assert before[1:] == (False, False)
@@ -211,7 +211,7 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
 
     after = _fingerprint(shared)
     assert after == before, "a session changed the shared model"
-    assert app_state._load(str(ckpt), app_state.stamp(ckpt))[0] is shared
+    assert app_state.app_model(ckpt)[0] is shared
     assert len(loads) <= 1
 
 

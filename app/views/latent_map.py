@@ -40,7 +40,7 @@ choice = (
 )
 k_nn = c2.slider("Neighbours", 1, 16, 8, key=ctx.s("lm_k"), persist_state="session")
 levels = tuple(range(1, L + 1)) if choice == "all levels" else (int(choice),)
-pca, pts = state.pca_projection(ctx.key, levels, gl)
+pca, pts = state.pca_projection(ctx.results, levels, gl)
 
 cur = state.current_image(ctx)
 assert cur is not None  # a gallery exists

@@ -226,7 +226,7 @@ def test_pictures_arrive_as_png_with_the_decoded_pixels(
     page.goto(app_url)
     settle(page)
     ckpt = list_checkpoints(e2e_models_dir)[0]  # the model the app opens with
-    model, _ = state._load(str(ckpt), state.stamp(ckpt))  # as the app loads it: the same fast path and rounding
+    model, _ = state.app_model(ckpt, wait_s=120)  # as the app loads it: the same fast path and rounding
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the app does on this machine: the same float rounding
     try:
