@@ -16,10 +16,17 @@ from typing import IO
 
 APP = Path(__file__).resolve().parent / "streamlit_app.py"
 ROOT = APP.parent.parent
-# Streamlit runs a full garbage collection after every script run by default. With torch, plotly and pandas
-# loaded that pass holds the GIL for tens of milliseconds per rerun, and every session's rerun waits on it
-# (a quarter of the server's CPU time in bench/load_test.py). Python's automatic collection still runs.
-SERVER_OPTIONS = ["--browser.gatherUsageStats", "false", "--runner.postScriptGC", "false"]
+# No full garbage collection after each run: with torch loaded it holds the GIL that every session's rerun
+# waits on (Python's automatic collection still runs). The toolbar option is here as well as in
+# .streamlit/config.toml, which Streamlit reads only from the directory it is started in.
+SERVER_OPTIONS = [
+    "--browser.gatherUsageStats",
+    "false",
+    "--runner.postScriptGC",
+    "false",
+    "--client.toolbarMode",
+    "viewer",
+]
 
 
 def command(args: list[str], app: Path = APP) -> list[str]:
@@ -31,9 +38,7 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment plus ``extra``, with the repository first on ``PYTHONPATH`` and glibc's
     malloc arenas capped at 2 unless ``MALLOC_ARENA_MAX`` is set."""
     env = {**os.environ, **(extra or {})}
-    # Streamlit runs every session's reruns in threads of their own, and glibc gives threads up to 8 arenas
-    # per core that keep their freed memory: with 15 sessions (bench/class_load.py, two runs each way) the
-    # server ended at 1,070-1,121 MB by default and 778-902 MB with 2 arenas, at the same CPU per interaction.
+    # Each session's reruns run in a thread of its own, and glibc's per-thread arenas keep freed memory.
     env.setdefault("MALLOC_ARENA_MAX", "2")
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

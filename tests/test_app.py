@@ -269,7 +269,7 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     bad.switch_page("views/sample.py").run()
     assert not bad.exception, [e.message for e in bad.exception]
     assert any("do not fit this model" in w.value for w in bad.warning)
-    assert by_label(bad.slider, "Grid side").value == 6 and by_label(bad.number_input, "Seed").value == 0
+    assert by_label(bad.slider, "Grid side").value == 4 and by_label(bad.number_input, "Seed").value == 0
 
 
 def test_back_and_forward_show_the_view_of_that_history_entry(
@@ -305,7 +305,7 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     monkeypatch.setattr(link, "history_navigation", lambda: False)
     assert not at.exception, [e.message for e in at.exception]
     assert any("do not fit this model" in w.value for w in at.warning)
-    assert by_label(at.slider, "Grid side").value == 6
+    assert by_label(at.slider, "Grid side").value == 4
 
 
 def test_interpolate_link_carries_the_path_and_bad_messages_change_nothing(
@@ -435,7 +435,7 @@ def test_samples_stay_the_decoded_draws_as_single_temperatures_move(
         by_label(at.slider, f"T, level {level}").set_value(t).run()
         assert not problems(at), problems(at)
         temps[level - 1] = t
-        zs = model.sample_latents(36, temps, generator=torch.Generator().manual_seed(0))
+        zs = model.sample_latents(16, temps, generator=torch.Generator().manual_seed(0))
         shown = at.session_state["_memo:sample"][1][0]  # the frames the page's mosaic is made of
         assert np.array_equal(shown, compute.decode(model, zs)), (level, t)
 
@@ -466,8 +466,8 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
     changed(at, by_label(at.number_input, "Seed"), 7, "columns:")
 
     goto(at, "sample")
-    changed(at, by_label(at.number_input, "Seed"), 3, "36 samples")
-    changed(at, by_label(at.slider, "T, level 1"), 0.2, "36 samples")
+    changed(at, by_label(at.number_input, "Seed"), 3, "16 samples")
+    changed(at, by_label(at.slider, "T, level 1"), 0.2, "16 samples")
 
     goto(at, "attributes")
     changed(at, by_label(at.slider, "Strength"), -1.0, "s = ")
@@ -489,7 +489,7 @@ def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fix
         if page == "latent_map":
             assert any("no gallery" in i.value for i in at.info)
     goto(at, "sample")
-    assert any(c.startswith("36 samples") for c in image_urls(at))
+    assert any(c.startswith("16 samples") for c in image_urls(at))
     # No page that needs only images opens empty: they start from distinct model samples.
     goto(at, "interpolate")
     assert by_label(at.radio, "Image A").value == "Sample" and not any("Upload a photo" in i.value for i in at.info)

@@ -217,6 +217,9 @@ def test_launcher_command_runs_streamlit_on_the_app() -> None:
     assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
     assert Path(cmd[4]) == launch.APP and launch.APP.is_file()
     assert cmd[-2:] == ["--server.port", "8765"]
+    # No Deploy button wherever nvp-app is started from (config.toml is read only from the working directory).
+    i = cmd.index("--client.toolbarMode")
+    assert cmd[i + 1] == "viewer" and i < cmd.index("--server.port")
 
 
 def test_launcher_caps_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:

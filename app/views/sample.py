@@ -9,6 +9,8 @@ import torch
 from app import compute, link, state, widgets
 from nvp_core.latent import temperature_rows
 
+# 4×4 by default: the decode is most of a class's server CPU, and 16 samples already show the variety.
+GRID_SIDE = 4
 CARD_TEMPERATURES = (1.0, 0.85, 0.7, 0.5)  # the trainer's default sample rows (train.config), as in the model card
 
 ctx = state.current()
@@ -31,7 +33,7 @@ def sample_view() -> None:
     c1, c2, c3 = st.columns([1, 1, 2])
     seed = c1.number_input("Seed", 0, 2**31 - 1, 0, key=ctx.s("sa_seed"), persist_state="session")
     c1.button("New seed", key=ctx.k("sa_new_seed"), on_click=_new_seed, help="Draws a random seed: another grid.")
-    n = c2.slider("Grid side", 2, 10, 6, key=ctx.s("sa_n"), persist_state="session")
+    n = c2.slider("Grid side", 2, 10, GRID_SIDE, key=ctx.s("sa_n"), persist_state="session")
     with c3:
         tcols = st.columns(L)
         temps = [
