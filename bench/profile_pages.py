@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp()
     models_dir, first, gallery_n = models_under_test(args.models_dir, Path(tmp))
     os.environ["NVP_MODELS_DIR"] = str(models_dir)
-    at = AppTest.from_file(str(args.app), default_timeout=300).run()
+    at = AppTest.from_file(str(args.app.resolve()), default_timeout=300).run()
     steps: list[tuple[str, Any]] = [
         ("page change: Encode", lambda k: at.switch_page("views/encode.py").run()),
         ("encode: gallery index", lambda k: _widget(at.number_input, GALLERY_LABEL).set_value(5 + k).run()),

@@ -55,7 +55,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--parallel", type=int, default=0, help="recipes trained at the same time (0 = all)")
     p.add_argument("--nice", type=int, default=0, help="niceness of the training processes (19 = yield to others)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per recipe")
-    p.add_argument("--eval-limit", type=int, default=0, help="test images per evaluation (0 = all 10,000)")
+    p.add_argument("--eval-limit", type=int, default=0, help="held-out images per evaluation (0 = all)")
     p.add_argument("--dataset", default="fashion-mnist", help="the trainer's --dataset")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "local" / "sweep", help="run folders")
     add_save_flag(p)
