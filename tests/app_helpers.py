@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app" / "streamlit_app.py"
 SHIPPED = ROOT / "models"
 PAGES = [
-    "encode", "interpolate", "manifold", "scales", "sample", "latent_map", "attributes", "ood", "how_it_works", "runs"
+    "encode", "interpolate", "manifold", "scales", "sample", "latent_map", "attributes", "ood", "playground",
+    "how_it_works", "runs",
 ]  # fmt: skip
 TIMEOUT = 300.0
 

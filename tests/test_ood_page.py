@@ -66,6 +66,7 @@ def test_page_shows_auroc_for_each_set_and_the_link_keeps_the_set(monkeypatch: p
     assert not problems(at)
     assert "black" in str(at.query_params.get("ood_set"))
     assert plotly_specs(at)[0]["data"][1]["name"].startswith("black")
+    assert rows.loc["test images", "AUROC by bits/dim"] == 0.5  # the reference row: a coin toss, not an empty cell
     black = rows.loc["black", "AUROC by bits/dim"]
     assert f"AUROC {black:.2f}" in _text(at)
 
