@@ -57,7 +57,8 @@ class _Loaded:
         if os.environ.get(ENV_OVERRIDE, "").strip() not in ("", "auto", "fp32", "bf16"):
             self._prepare(model)
         else:
-            threading.Thread(target=self._prepare, args=(copy.deepcopy(model),), daemon=True).start()
+            # Not a daemon: the interpreter waits for it at exit (seconds) rather than abort inside torch.
+            threading.Thread(target=self._prepare, args=(copy.deepcopy(model),), daemon=False).start()
 
     def _prepare(self, model: RealNVP) -> None:
         try:
