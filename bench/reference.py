@@ -13,7 +13,7 @@ is never copied into this repository::
 
     git clone https://github.com/chrischute/real-nvp /tmp/chrischute-real-nvp
     python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 3 --threads 1
-    python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 7 --threads 2 --long-run   # + compiled
+    python -m bench.reference /tmp/chrischute-real-nvp --batch 32 --repeats 7 --threads 2 --compiled   # + ours compiled
 
 Results, with the machine description and the fast-path choice: ``bench/results/local/``
 (``--save``: the committed ``bench/results/<name>-<cpu kind>.json``).
@@ -35,7 +35,7 @@ from bench.conv import conv_rate, conv_reference
 from bench.train_speed import PAPER_28, count_step_flops
 from nvp_core import RealNVP, dequantize
 from nvp_core.fastpath_choice import choose
-from train.compiling import AUTO_MIN_MINUTES, compile_nets
+from train.compiling import compile_nets
 from train.config import TrainConfig
 from train.loop import build_optimizer, loss_bits_per_dim, resolve_precision
 
@@ -89,18 +89,17 @@ class Reference:
 
 class Ours:
     """Our trainer's step with its default settings (``--precision auto``: the measured fast path). With
-    ``long_run``, as the default ``--compile auto`` runs it when at least ``AUTO_MIN_MINUTES`` of the budget are
-    left: s,t ResNets compiled (the first step includes the compiling)."""
+    ``compiled``, as ``--compile on`` runs it: s,t ResNets compiled (the first step includes the compiling)."""
 
-    def __init__(self, batch: int, long_run: bool = False) -> None:
+    def __init__(self, batch: int, compiled: bool = False) -> None:
         torch.manual_seed(0)
         cfg = TrainConfig()
         self.model = RealNVP(PAPER_28).train()
         resolve_precision(cfg.precision, torch.device("cpu"), self.model, batch)
         self.name = "ours (trainer defaults)"
-        if long_run:
-            compile_nets(self.model)  # what train.compiling does for such a run
-            self.name = f"ours (trainer defaults, run >= {AUTO_MIN_MINUTES:.0f} min: compiled)"
+        if compiled:
+            compile_nets(self.model)  # what train.compiling does for --compile on
+            self.name = "ours (trainer defaults, --compile on)"
         self.opt = build_optimizer(self.model, cfg)
         self.grad_clip = cfg.grad_clip
         self.images = _images(batch)
@@ -121,15 +120,15 @@ def side_by_side(
     batch: int,
     repeats: int,
     warmup: int = 1,
-    long_run: bool = False,
+    compiled: bool = False,
     conv: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Images/s of the reference and of ours (and with ``long_run`` ours as a long run trains), alternating step
+    """Images/s of the reference and of ours (and with ``compiled`` ours compiled), alternating step
     by step after ``warmup`` steps each. ``conv`` (a row of :func:`bench.conv.conv_reference`): that convolution's
     rate is measured once per round too, between the steps, so that it sees the machine as the steps do."""
     runners: list[Reference | Ours] = [Reference(ref_path, batch), Ours(batch)]
-    if long_run:
-        runners.append(Ours(batch, long_run=True))
+    if compiled:
+        runners.append(Ours(batch, compiled=True))
     choice = choose(PAPER_28, "train", batch)  # what Ours applied (read back from the cache)
     warm = {}
     for r in runners:
@@ -168,13 +167,13 @@ def side_by_side(
     }
 
 
-def profile_ours(batch: int, steps: int, long_run: bool = False) -> str:
+def profile_ours(batch: int, steps: int, compiled: bool = False) -> str:
     """Where our training step's time goes: ``torch.profiler`` self CPU time per op over ``steps`` steps (after
-    warm-up: one step, three when ``long_run`` compiles), the 12 largest, and the share of all convolution work."""
+    warm-up: one step, three when ``compiled`` compiles), the 12 largest, and the share of all convolution work."""
     from torch.profiler import ProfilerActivity, profile
 
-    ours = Ours(batch, long_run=long_run)
-    for _ in range(3 if long_run else 1):
+    ours = Ours(batch, compiled=compiled)
+    for _ in range(3 if compiled else 1):
         ours.step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -197,17 +196,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per implementation (median reported)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--no-conv", action="store_true", help="skip the convolution reference")
-    p.add_argument("--long-run", action="store_true", help="also ours as the trainer runs a budget of "
-                   f">= {AUTO_MIN_MINUTES:.0f} min (--compile auto compiles; its first step includes "
-                   "compiling)")  # fmt: skip
+    p.add_argument("--compiled", action="store_true",
+                   help="also ours with --compile on (its first step includes compiling)")  # fmt: skip
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="instead: profile our step by op (with --long-run: the compiled step)")  # fmt: skip
+                   help="instead: profile our step by op (with --compiled: the compiled step)")  # fmt: skip
     add_save_flag(p)
     args = p.parse_args(argv)
     if args.profile:
         if args.threads:
             torch.set_num_threads(args.threads)
-        print(profile_ours(args.batch, args.profile, args.long_run))
+        print(profile_ours(args.batch, args.profile, args.compiled))
         return 0
     if not (args.reference / "models" / "real_nvp").is_dir():
         p.error(f"{args.reference} is not a checkout of chrischute/real-nvp (no models/real_nvp)")
@@ -218,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     # The convolutions first: the best one is then also timed between the training steps (same machine state).
     conv = [] if args.no_conv else conv_reference()
     best = max(conv, key=lambda c: c["gflops_per_s"]) if conv else None
-    res = side_by_side(args.reference, args.batch, args.repeats, long_run=args.long_run, conv=best)
+    res = side_by_side(args.reference, args.batch, args.repeats, compiled=args.compiled, conv=best)
     flops = count_step_flops(PAPER_28)
     alternating = res["conv_alternating"]
     for r in res["rows"]:

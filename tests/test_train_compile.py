@@ -1,5 +1,5 @@
-"""The trainer's ``--compile``: the auto decision by the budget left, the clear error without a compiler, the
-fallback that keeps an eager run exact, and a real compiled run that evaluates eagerly and resumes compiled."""
+"""The trainer's ``--compile``: off by default (an older trainer's ``auto`` reads as off), the clear errors without
+a compiler and for a failed first compiled step, and a real compiled run that evaluates eagerly and resumes."""
 
 from __future__ import annotations
 
@@ -13,18 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 from flow_helpers import nontrivial_model
-from safetensors.torch import load_file
 
 import train.compiling as compiling
 from nvp_core import FlowConfig
 from nvp_core.resnet import ResNet
-from train.compiling import PROBE_STEPS, remaining_seconds
-from train.config import preset
+from train.config import TrainConfig, preset
 from train.loop import TrainingError, train
 from train.options import RunOptions
 
-# A step budget (not a time one) keeps the learning-rate schedule, and so the run, deterministic; this many
-# steps are days at any speed, so auto wants to compile after its probe steps.
+# A step budget (not a time one) keeps the learning-rate schedule, and so the run, deterministic.
 LONG = 10_000_000
 
 
@@ -45,12 +42,12 @@ def counters(out: Path) -> dict:
     return json.loads((out / "last.state.json").read_text())["counters"]
 
 
-def test_remaining_seconds_is_the_budget_that_ends_first():
-    assert remaining_seconds(100, 50.0, 1100, 0.0, 0.5) == 500.0  # steps only
-    assert remaining_seconds(100, 50.0, 0, 3650.0, 0.5) == 3600.0  # time only
-    assert remaining_seconds(100, 50.0, 1100, 300.0, 0.5) == 250.0  # both: the sooner
-    assert remaining_seconds(2000, 50.0, 1100, 0.0, 0.5) == 0.0
-    assert remaining_seconds(0, 0.0, 0, 0.0, 0.5) == math.inf
+def test_compiling_is_off_by_default_and_an_older_auto_reads_as_off(tmp_path):
+    assert TrainConfig().compile == "off"
+    saved = preset("digits-tiny").to_dict() | {"compile": "auto"}  # what the trainer's old default saved
+    assert TrainConfig.from_dict(saved).compile == "off"
+    run(tiny(max_steps=5), tmp_path)
+    assert "compil" not in log_of(tmp_path) and counters(tmp_path)["compiled"] is False
 
 
 def test_compiler_problem_names_a_missing_compiler():
@@ -62,20 +59,6 @@ def test_compiler_problem_names_a_missing_compiler():
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "C++ compiler" in r.stdout, (r.stdout, r.stderr[-2000:])
-
-
-def test_auto_compiles_a_long_run_only_and_says_why_not(tmp_path, monkeypatch):
-    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
-    run(tiny(max_steps=LONG), tmp_path / "long", stop_after=PROBE_STEPS + 2)
-    assert "not compiling (--compile auto: ~" in log_of(tmp_path / "long")
-    assert "torch.compile does not work here (no C++ compiler (test))" in log_of(tmp_path / "long")
-    assert counters(tmp_path / "long")["compiled"] is False
-
-    run(tiny(max_steps=PROBE_STEPS + 5), tmp_path / "short")
-    assert "--compile auto: not compiling, ~0 minutes left" in log_of(tmp_path / "short")
-
-    run(tiny(max_steps=PROBE_STEPS + 5, compile="off"), tmp_path / "off")
-    assert "compil" not in log_of(tmp_path / "off")
 
 
 def test_compile_on_without_a_compiler_is_a_clear_error(tmp_path, monkeypatch):
@@ -98,11 +81,14 @@ def test_a_compiled_run_resumes_compiled_or_says_why_not(tmp_path, monkeypatch):
     run(tiny(max_steps=LONG, compile="on"), tmp_path, stop_after=3)
     assert counters(tmp_path)["compiled"] is True
 
-    # The machine that resumes it has no compiler: auto trains on eagerly and says so; the state says so too.
-    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
-    run(tiny(max_steps=LONG), tmp_path, resume=True, stop_after=2)
-    assert "not compiling (the resumed run had compiled): torch.compile does not work here" in log_of(tmp_path)
+    # Resumed with --compile off (the same function), it trains on eagerly and the state says so.
+    run(tiny(max_steps=LONG, compile="off"), tmp_path, resume=True, stop_after=2)
     assert counters(tmp_path)["compiled"] is False and counters(tmp_path)["step"] == 5
+    # Resumed with --compile on where no compiler is: the clear error, and the saved state is kept.
+    monkeypatch.setattr(compiling, "compiler_problem", lambda device: "no C++ compiler (test)")
+    with pytest.raises(ValueError, match="--compile on: torch.compile does not work here"):
+        run(tiny(max_steps=LONG, compile="on"), tmp_path, resume=True, stop_after=2)
+    assert counters(tmp_path)["step"] == 5
 
 
 def _compile_that_fails(model):
@@ -119,26 +105,11 @@ def _compile_that_fails(model):
     return model
 
 
-def test_a_failed_first_compiled_step_leaves_the_eager_run_exactly(tmp_path, monkeypatch):
+def test_a_failed_first_compiled_step_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(compiling, "compiler_problem", lambda device: None)
     monkeypatch.setattr(compiling, "compile_nets", _compile_that_fails)
-    steps = PROBE_STEPS + 6
-    run(tiny(max_steps=LONG), tmp_path / "fallback", stop_after=steps)
-    run(tiny(max_steps=LONG, compile="off"), tmp_path / "eager", stop_after=steps)
-
-    log = log_of(tmp_path / "fallback")
-    assert "compiling the s,t ResNets (--compile auto" in log
-    assert "the first compiled step failed (RuntimeError); training eagerly" in log
-    assert counters(tmp_path / "fallback")["compiled"] is False
-    a = load_file(str(tmp_path / "fallback" / "last.state.safetensors"))
-    b = load_file(str(tmp_path / "eager" / "last.state.safetensors"))
-    assert a.keys() == b.keys()
-    # The failed step's partial forward touched batch-norm averages; they were restored before the repeat.
-    assert not [k for k in a if not torch.equal(a[k], b[k])]
-
-    monkeypatch.setattr(compiling, "compile_nets", _compile_that_fails)
     with pytest.raises(TrainingError, match="torch.compile failed in the first compiled step"):
-        run(tiny(max_steps=5, compile="on"), tmp_path / "on")
+        run(tiny(max_steps=5, compile="on"), tmp_path)
 
 
 def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypatch):
@@ -164,12 +135,11 @@ def test_compiled_run_evaluates_eagerly_and_resumes_compiled(tmp_path, monkeypat
         run(tiny(max_steps=8, compile="on"), tmp_path, stop_after=4)
         assert counters(tmp_path)["compiled"] is True
         assert dynamo_counters["stats"]["unique_graphs"] > 0  # the training steps did compile
-        result = run(tiny(max_steps=8), tmp_path, resume=True)  # auto: the run had compiled, so it compiles
+        result = run(tiny(max_steps=8, compile="on"), tmp_path, resume=True)
     finally:
         torch._dynamo.reset()
     log = log_of(tmp_path)
-    assert "compiling the s,t ResNets (--compile on)" in log
-    assert "compiling the s,t ResNets (the resumed run had compiled)" in log
+    assert log.count("compiling the s,t ResNets (--compile on)") == 2
     assert log.count("first compiled step (compiling included)") == 2
     assert graphs_during_eval and not any(graphs_during_eval)  # evaluation compiled nothing
     assert result["step"] == 8 and math.isfinite(result["best_bpd"])

@@ -56,7 +56,7 @@ def test_two_process_gloo_run(tmp_path, capsys):
 
 @pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun is not installed next to this Python")
 def test_two_process_run_with_compiled_nets_keeps_the_ranks_equal(tmp_path):
-    # --compile auto compiles every long run, torchrun ones included: DDP's gradient hooks must fire through the
+    # --compile on works under torchrun too: DDP's gradient hooks must fire through the
     # compiled backward, and evaluation (eager) must see the same weights on both ranks.
     from train.compiling import compiler_problem
 

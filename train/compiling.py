@@ -1,22 +1,15 @@
-"""Whether the trainer compiles the s,t ResNets (``--compile auto|on|off``), and doing it safely.
+"""``--compile on|off``: whether the trainer compiles the s,t ResNets, and doing it safely.
 
-Compiling (``torch.compile`` of the s,t ResNets, :func:`compile_nets`) makes a training step faster but
-costs its time up front, in the first compiled steps (bench/README.md has the measured gain and cost). At a few per
-cent a run earns the compile time back after about an hour, so ``auto`` first runs ``PROBE_STEPS`` steps
-eagerly, estimates what is left of the budget at that speed, and compiles when at least ``AUTO_MIN_MINUTES``
-are left. ``on`` compiles from the first step, ``off`` never. A resumed run that had compiled compiles again
-(unless ``off``): the continuation runs on the run's own path.
-
-Only training steps run compiled: evaluation, sampling and batch-norm recalibration run eagerly
-(:func:`eager`), because their float32, eval-mode and no-grad calls would each compile the nets once more.
-Where inductor cannot work (no C++ compiler, no Triton) ``auto`` says so in the log and trains eagerly, and
-``on`` stops with that message before the first step. Should the first compiled step fail anyway, ``auto``
-restores the batch-norm averages that step touched and repeats it eagerly, so the run is the eager run.
+Compiling (``torch.compile`` of the s,t ResNets, :func:`compile_nets`) makes a training step a few per cent faster
+on some CPUs and none on others, and costs minutes up front (bench/README.md has both per CPU kind), so it is off
+unless asked for. Only training steps run compiled: evaluation, sampling and batch-norm recalibration run eagerly
+(:func:`eager`), because their float32, eval-mode and no-grad calls would each compile the nets once more. Where
+inductor cannot work (no C++ compiler, no Triton) ``on`` stops with that message before the first step, and a
+first compiled step that fails stops the run with a clear message instead of a traceback from inductor.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,11 +23,7 @@ from nvp_core.resnet import ResNet
 from .metrics import MetricsWriter
 from .step_checks import TrainingError
 
-MODES = ("auto", "on", "off")
-#: ``auto`` compiles when at least this much of the budget is left after the probe steps (at eager speed).
-AUTO_MIN_MINUTES = 60.0
-#: ``auto`` decides after this many steps of an invocation (the first one, with its warm-up, is not timed).
-PROBE_STEPS = 20
+MODES = ("on", "off")
 
 T = TypeVar("T")
 
@@ -82,17 +71,6 @@ def compiler_problem(device: torch.device | str = "cpu") -> str | None:
     return _COMPILER_CHECKED[key]
 
 
-def remaining_seconds(step: int, elapsed_s: float, total_steps: int, max_seconds: float, step_s: float) -> float:
-    """Seconds of training left after ``step`` steps and ``elapsed_s`` seconds, at ``step_s`` seconds a step:
-    whichever budget (steps, time; 0 = unset) ends first."""
-    left = math.inf
-    if total_steps:
-        left = max(total_steps - step, 0) * step_s
-    if max_seconds:
-        left = min(left, max(max_seconds - elapsed_s, 0.0))
-    return left
-
-
 @contextmanager
 def eager() -> Iterator[None]:
     """Compiled nets run eagerly inside the block (evaluation and sampling: see the module docstring)."""
@@ -101,81 +79,37 @@ def eager() -> Iterator[None]:
 
 
 class Compiler:
-    """The compile decision of one invocation and its first compiled step. ``compiled``: the nets are compiled
+    """The compile setting of one invocation and its first compiled step. ``compiled``: the nets are compiled
     now (saved in the resume state as ``RunState.compiled``)."""
 
     def __init__(self, mode: str, model: RealNVP, device: torch.device, metrics: MetricsWriter) -> None:
         if mode not in MODES:
             raise ValueError(f"--compile must be one of {', '.join(MODES)}, got {mode!r}")
         self.mode, self.model, self.device, self.metrics = mode, model, device, metrics
-        self.compiled = False
-        self.decided = mode != "auto"
-        self.first_step_pending = False
-        self._probe_start: tuple[int, float] | None = None
+        self.compiled = self.first_step_pending = False
 
-    def start(self, resumed_compiled: bool) -> None:
-        """Before the first step: compile for ``on`` and for a resumed run that had compiled (not ``off``)."""
-        if self.mode == "on" or (resumed_compiled and self.mode == "auto"):
-            why = "--compile on" if self.mode == "on" else "the resumed run had compiled"
-            self._compile(why, required=self.mode == "on")
-            self.decided = True
-
-    def after_step(self, first_step: int, step: int, now_s: float, total_steps: int, max_seconds: float) -> None:
-        """``auto``, after each of the invocation's steps (``step``: the steps done; ``now_s``: the run's clock
-        when the latest one began, the same on every process; the budgets as in :func:`remaining_seconds`):
-        times the steps after the first one (which warms up), and at ``PROBE_STEPS`` compiles when at least
-        ``AUTO_MIN_MINUTES`` minutes are left at that speed. Every process decides alike."""
-        if self.decided:
+    def start(self) -> None:
+        """Before the first step: compiles for ``on`` (ValueError where torch.compile cannot work here)."""
+        if self.mode != "on":
             return
-        if step == first_step + 2:  # now_s: when the second step began, i.e. the first one ended
-            self._probe_start = (step, now_s)
-            return
-        if step < first_step + PROBE_STEPS or self._probe_start is None:
-            return
-        self.decided = True
-        step_s = (now_s - self._probe_start[1]) / max(step - self._probe_start[0], 1)
-        left_min = remaining_seconds(step, now_s, total_steps, max_seconds, step_s) / 60.0
-        if left_min >= AUTO_MIN_MINUTES:
-            self._compile(f"--compile auto: ~{left_min:.0f} minutes left at {step_s:.3g} s a step", required=False)
-        else:
-            self.metrics.note(
-                f"--compile auto: not compiling, ~{left_min:.0f} minutes left at {step_s:.3g} s a step "
-                f"(< {AUTO_MIN_MINUTES:.0f}: the compile time would not be earned back)"
-            )
+        if (problem := compiler_problem(self.device)) is not None:
+            raise ValueError(f"--compile on: torch.compile does not work here ({problem}); use --compile off")
+        compile_nets(self.model)
+        self.compiled = self.first_step_pending = True
+        self.metrics.note("compiling the s,t ResNets (--compile on)")
 
     def step(self, run_step: Callable[[], T]) -> T:
-        """Runs ``run_step`` (one training step); the first compiled one is guarded (see the module docstring)."""
+        """Runs ``run_step`` (one training step); the first compiled one reports its time, or why it failed."""
         if not self.first_step_pending:
             return run_step()
         self.first_step_pending = False
-        saved = [b.detach().clone() for b in self.model.buffers()]
         t = time.time()
         try:
             result = run_step()
         except Exception as e:
-            if self.mode == "on":
-                raise TrainingError(
-                    f"torch.compile failed in the first compiled step ({type(e).__name__}: {e}); "
-                    "train with --compile off (or auto), or --resume the last saved state that way"
-                ) from e
-            with torch.no_grad():
-                for b, s in zip(self.model.buffers(), saved, strict=True):
-                    b.copy_(s)
-            uncompile_nets(self.model)
-            torch._dynamo.reset()
-            self.compiled = False
-            self.metrics.note(f"--compile auto: the first compiled step failed ({type(e).__name__}); training eagerly")
-            return run_step()
+            raise TrainingError(
+                f"torch.compile failed in the first compiled step ({type(e).__name__}: {e}); "
+                "train with --compile off, or --resume the last saved state that way"
+            ) from e
         self.metrics.note(f"first compiled step (compiling included): {time.time() - t:.1f} s")
         return result
-
-    def _compile(self, why: str, required: bool) -> None:
-        problem = compiler_problem(self.device)
-        if problem is not None:
-            if required:
-                raise ValueError(f"--compile on: torch.compile does not work here ({problem}); use --compile off")
-            self.metrics.note(f"not compiling ({why}): torch.compile does not work here ({problem})")
-            return
-        compile_nets(self.model)
-        self.compiled = self.first_step_pending = True
-        self.metrics.note(f"compiling the s,t ResNets ({why})")

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from nvp_core import FlowConfig
 from nvp_core.config import setting
 
+from .compiling import MODES
 from .data import DATASETS
 
 #: Keys an older trainer wrote under another name (a run folder or checkpoint made before the rename).
@@ -55,9 +56,9 @@ class TrainConfig(FlowConfig):
     precision: str = setting("auto", "s,t ResNets in bf16 autocast or float32; auto = measured per machine and "
                              "model, cached (or $NVP_FASTPATH); eval is float32", group="optimisation",
                              choices=("auto", "fp32", "bf16"))  # fmt: skip
-    compile: str = setting("auto", "torch.compile the s,t ResNets for training; auto = when at least 60 minutes "
-                           "of the budget are left after 20 steps. Evaluation runs eagerly; may change at --resume",
-                           group="optimisation", choices=("auto", "on", "off"))  # fmt: skip
+    compile: str = setting("off", "torch.compile the s,t ResNets for training steps (evaluation runs eagerly); it "
+                           "pays on few CPUs (bench/README.md); may change at --resume", group="optimisation",
+                           choices=MODES)  # fmt: skip
     # Not in the paper, both off by default.
     init_from: str = setting("", "start from the weights of this .safetensors model (same architecture): a warm "
                              "start, with a fresh optimiser, schedule and step count", group="optimisation",
@@ -100,7 +101,7 @@ class TrainConfig(FlowConfig):
         need(
             self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision}"
         )
-        need(self.compile in ("auto", "on", "off"), f"--compile must be auto, on or off, got {self.compile}")
+        need(self.compile in MODES, f"--compile must be on or off, got {self.compile}")
         need(self.eval_limit >= 0 and self.bn_recalibration_batches >= 0, "counts must be >= 0")
         need(self.log_every >= 1, f"--log-every must be >= 1, got {self.log_every}")
         need(len(self.sample_temperatures) >= 1, "need at least one sample temperature")
@@ -198,7 +199,10 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def upgrade(d: dict[str, Any]) -> dict[str, Any]:
     """A saved training config under today's field names (run folders and checkpoints of older trainers)."""
-    return {_RENAMED.get(k, k): v for k, v in d.items()}
+    d = {_RENAMED.get(k, k): v for k, v in d.items()}
+    if d.get("compile") == "auto":  # an older trainer's default, which compiled long runs only; now off
+        d["compile"] = "off"
+    return d
 
 
 def preset(name: str) -> TrainConfig:

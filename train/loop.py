@@ -176,14 +176,14 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
     if di.is_main:
         start_folder(job, model, fast)
     compiler = Compiler(cfg.compile, model, device, metrics)
-    compiler.start(run.compiled)
+    compiler.start()
     run.compiled = compiler.compiled
 
     # --- the loop: one batch per pass, a curve point at each epoch end -----------------------------------
     clock, window = RunClock(run.elapsed_s), LossWindow(read_step=run.step)
     bar = tqdm(total=total_steps or None, initial=run.step, disable=not (opts.progress and di.is_main), unit="step")
     last_state_save = last_eval = clock()
-    first_step, stop_at = run.step, run.step + opts.stop_after if opts.stop_after else 0
+    stop_at = run.step + opts.stop_after if opts.stop_after else 0
     guard, tally, params = BufferGuard(model), StepTally(device), list(model.parameters())
     order = _epoch_order(sampler, run.epoch, train_images.device)
     model.train()
@@ -212,8 +212,6 @@ def _train(cfg: TrainConfig, opts: RunOptions, di: DistInfo) -> dict[str, Any]:
             window.read_tally(tally, metrics, run.step)  # the one host sync: logs skips, stops a diverging run
             bar.set_postfix(bpd=f"{window.last_bpd():.3f}", img_s=f"{window.images_per_s():.1f}", lr=f"{lr:.2e}")
         bar.update(1)
-        compiler.after_step(first_step, run.step, now, total_steps, max_seconds)
-        run.compiled = compiler.compiled
 
         if (total_steps and run.step >= total_steps) or (max_seconds and now >= max_seconds):
             break
