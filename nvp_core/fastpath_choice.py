@@ -261,6 +261,8 @@ def choose(
     if env and env not in OVERRIDES:
         raise ValueError(f"${ENV_OVERRIDE} must be one of {', '.join(OVERRIDES)}, got {env!r}")
     wanted = precision if precision != "auto" else (env or "auto")
+    if precision in ("fp32", "bf16") and env.startswith(precision + "-"):
+        wanted = env  # a whole path named in the environment pins the layout as well as the dtype
     allowed = [p for p in candidates(device, wanted) if allowed is None or p in allowed] or [ALL_PATHS[0]]
     if len(allowed) == 1:
         return Choice(allowed[0], "override" if wanted != "auto" else "only candidate")

@@ -313,6 +313,9 @@ def test_overrides(cache_file: Path, fake_timings: list[int], monkeypatch: pytes
     monkeypatch.setenv(fastpath.ENV_OVERRIDE, "bf16-nchw")
     assert (choose(CFG, "train", 32).name, choose(CFG, "infer", 8).source) == ("bf16-nchw", "override")
     assert choose(CFG, "train", 32, precision="fp32").name == "fp32-cl"  # the caller's flag wins over the env
+    monkeypatch.setenv(fastpath.ENV_OVERRIDE, "fp32-nchw")  # a whole path of the flag's dtype pins the layout too
+    c = choose(CFG, "train", 32, precision="fp32")
+    assert (c.name, c.source) == ("fp32-nchw", "override")
     monkeypatch.setenv(fastpath.ENV_OVERRIDE, "fp16")
     with pytest.raises(ValueError, match=r"\$NVP_FASTPATH must be one of auto, fp32, bf16, fp32-nchw"):
         choose(CFG, "train", 32)
