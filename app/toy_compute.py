@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,9 +38,16 @@ def waiting() -> int:
     return _waiting
 
 
-def train_chunk(trainer: ToyTrainer, seconds: float = CHUNK_SECONDS, wait: float = WAIT_SECONDS) -> bool:
-    """Trains ``trainer`` for about ``seconds`` if a slot is free within ``wait`` seconds; returns whether it did.
-    An unexpected failure becomes the trainer's error (the page shows it with a Reset), never a traceback."""
+def train_chunk(
+    trainer: ToyTrainer,
+    seconds: float = CHUNK_SECONDS,
+    wait: float = WAIT_SECONDS,
+    then: Callable[[], object] | None = None,
+) -> bool:
+    """Trains ``trainer`` for about ``seconds`` if a slot is free within ``wait`` seconds, then runs ``then`` (the
+    pictures of the new model) in the same slot, so that what a live update costs, not only its training, is
+    bounded; returns whether it trained. An unexpected failure becomes the trainer's error (the page shows it with
+    a Reset), never a traceback."""
     global _waiting
     with _busy_lock:
         _waiting += 1
@@ -52,6 +60,8 @@ def train_chunk(trainer: ToyTrainer, seconds: float = CHUNK_SECONDS, wait: float
         return False
     try:
         trainer.train_for(seconds)
+        if then is not None and trainer.error is None:
+            then()
     except (RuntimeError, ValueError) as e:  # e.g. a singular step or out of memory: the run cannot go on
         trainer.error = f"Training stopped: {e}. Press Reset to start again."
     finally:

@@ -132,16 +132,16 @@ def image_input(
     return state.Picked(arr, desc)
 
 
-def picture(image: np.ndarray, width: int, caption: str, where: object = st) -> None:
-    """Shows a uint8 ``[C, H, W]`` image ``width`` CSS pixels wide. It is sent at its own resolution (a PNG of
-    a few hundred bytes, made in well under a millisecond) and the browser enlarges it with nearest-neighbour
-    (the page style set in ``streamlit_app.py``), so pixels stay crisp at no cost to the server. The browser
-    gets these PNG bytes unchanged (lossless)."""
-    png = compute.png_bytes(image, compress_level=1)
+def picture(image: np.ndarray | compute.Png, width: int, caption: str, where: object = st) -> None:
+    """Shows a uint8 ``[C, H, W]`` image (or one already encoded) ``width`` CSS pixels wide. It is sent at its own
+    resolution (a PNG of a few hundred bytes, made in well under a millisecond) and the browser enlarges it with
+    nearest-neighbour (the page style set in ``streamlit_app.py``), so pixels stay crisp at no cost to the server.
+    The browser gets these PNG bytes unchanged (lossless)."""
+    pic = image if isinstance(image, compute.Png) else compute.png(image)
     # output_format="PNG": by default Streamlit re-encodes an image without alpha as JPEG, which shifts the
     # pixels (chroma subsampling turns the red/blue latents muddy). A width at least the image's keeps
     # Streamlit from resampling it, so these exact bytes are what the browser receives.
-    where.image(png, caption=caption, width=max(width, image.shape[2]), output_format="PNG")  # type: ignore[attr-defined]
+    where.image(pic.data, caption=caption, width=max(width, pic.width), output_format="PNG")  # type: ignore[attr-defined]
 
 
 def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:

@@ -18,6 +18,11 @@ index, weights, seed) arrived, and every picture of the run was fetched as a val
 
     python -m bench.class_load                              # 30 sessions x 6 rounds at think 3 s
     python -m bench.class_load --sessions 1 --rounds 1 --think 0
+    python -m bench.class_load --sessions 10 --trainers 30  # beside 30 Playground sessions that train live
+
+``--trainers N`` adds N sessions that open the Playground, press Train and rerun its live fragment on the timer the
+server asks for (as the browser does), fetching every picture, for as long as the class runs: what a class
+training at once does to the other pages' response time.
 
 Reports successes and failures, the server's response time (rerun request sent -> "script finished"
 received) p50/p95 per operation and per page change, the server process's CPU seconds per interaction
@@ -35,6 +40,7 @@ import base64
 import json
 import os
 import random
+import re
 import sys
 import tempfile
 import time
@@ -66,6 +72,7 @@ class Run:
     exceptions: list[str] = field(default_factory=list)
     widgets: dict[str, tuple[str, str, str]] = field(default_factory=dict)  # label -> (kind, id, fragment id)
     panel: tuple[str, str, dict[str, Any]] | None = None  # Interpolate's path panel: (id, fragment id, its data)
+    captions: list[str] = field(default_factory=list)  # st.caption / markdown bodies (the Playground's status line)
     bytes_received: int = 0
 
 
@@ -82,6 +89,7 @@ class Client:
         self.panel: tuple[str, str, dict[str, Any]] | None = None  # this page's path panel, if it has one
         self.fetched: set[str] = set()  # media URLs already fetched (a browser caches them)
         self.current_page = ""
+        self.auto_rerun: tuple[float, str] | None = None  # (interval s, fragment id): a run_every fragment's timer
 
     async def open(self) -> Run:
         from websockets.asyncio.client import connect
@@ -95,7 +103,9 @@ class Client:
         if self.ws is not None:
             await self.ws.close()
 
-    async def rerun(self, page_hash: str, widget_states: list[Any], fragment_id: str = "", query: str = "") -> Run:
+    async def rerun(
+        self, page_hash: str, widget_states: list[Any], fragment_id: str = "", query: str = "", auto: bool = False
+    ) -> Run:
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
@@ -107,6 +117,7 @@ class Client:
         rr.page_script_hash = page_hash
         if fragment_id:
             rr.fragment_id = fragment_id
+        rr.is_auto_rerun = auto
         for k, v in CONTEXT.items():
             setattr(rr.context_info, k, v)
         rr.context_info.url = self.url + "/"
@@ -127,6 +138,10 @@ class Client:
                 self.pages = {p.page_name: p.page_script_hash for p in fm.navigation.app_pages}
             elif kind == "page_info_changed":
                 self.query_string = fm.page_info_changed.query_string
+            elif kind == "auto_rerun":  # the browser then reruns that fragment on a timer
+                self.auto_rerun = (fm.auto_rerun.interval, fm.auto_rerun.fragment_id)
+            elif kind == "stop_auto_rerun":
+                self.auto_rerun = None
             elif kind == "script_finished":
                 run.seconds = time.perf_counter() - t0
                 run.status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
@@ -152,9 +167,11 @@ class Client:
             run.headings.append(el.heading.body)
         elif kind == "exception":
             run.exceptions.append(f"{el.exception.type}: {el.exception.message}"[:300])
-        elif kind in ("number_input", "slider"):
+        elif kind in ("number_input", "slider", "button"):
             w = getattr(el, kind)
             run.widgets[w.label] = (kind, w.id, delta.fragment_id)
+        elif kind == "markdown":
+            run.captions.append(el.markdown.body)
 
     def widget(self, label_prefix: str) -> tuple[str, str, str]:
         found = [w for label, w in self.widgets.items() if label.startswith(label_prefix)]
@@ -168,7 +185,9 @@ class Client:
 
         kind, wid, fragment = self.widget(label_prefix)
         state = WidgetState(id=wid)
-        if kind == "number_input":
+        if kind == "button":
+            state.trigger_value = bool(value)
+        elif kind == "number_input":
             state.int_value = int(value)
         else:
             state.double_array_value.data.append(float(value))
@@ -326,6 +345,73 @@ async def run_session(
     return res
 
 
+@dataclass
+class TrainerResult:
+    """One Playground session that pressed Train and kept its live updates going."""
+
+    updates: list[float] = field(default_factory=list)  # server response of each live update (a fragment rerun)
+    trained: int = 0  # updates that ran a training chunk
+    waited: int = 0  # updates that found no free training slot
+    steps: int = 0  # training steps the model reached
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+STEP = re.compile(r"step (\d+) ·")
+
+
+async def run_trainer(url: str, k: int, timeout: float, start_delay: float, stop: asyncio.Event) -> TrainerResult:
+    """Opens the Playground, presses Train, then reruns its live fragment on the timer the server asked for (as the
+    browser does) until ``stop``; every picture of every update is fetched."""
+    res = TrainerResult()
+    client = Client(url, timeout)
+    await asyncio.sleep(start_delay)
+    try:
+        await client.open()
+        check(await client.goto("Playground"), "page Playground", title="Playground")
+        check(await client.set_widget("Train", 1), "Train")
+        page = client.pages.get(client.current_page, "")
+        while not stop.is_set():
+            if client.auto_rerun is None:
+                raise RuntimeError("the Playground stopped its live updates")
+            interval, fragment = client.auto_rerun
+            t0 = time.monotonic()
+            run = await client.rerun(page, [], fragment, client.query_string, auto=True)
+            check(run, "live update")
+            await client.fetch_media(run)
+            res.updates.append(run.seconds)
+            status = next((c for c in run.captions if STEP.match(c)), "")
+            if "waiting for a free training slot" in status:
+                res.waited += 1
+            else:
+                res.trained += 1
+            if m := STEP.match(status):
+                res.steps = int(m.group(1))
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
+    except Exception as e:
+        res.failed += 1
+        res.errors.append(f"trainer {k}: {type(e).__name__}: {str(e)[:300]}")
+    finally:
+        await client.close()
+    return res
+
+
+def _trainers_report(results: list[TrainerResult]) -> dict[str, Any]:
+    updates = [t for r in results for t in r.updates]
+    steps = sorted(r.steps for r in results)
+    return {
+        "sessions": len(results),
+        "live_updates": len(updates),
+        "update_p50_s": percentile(updates, 0.5),
+        "update_p95_s": percentile(updates, 0.95),
+        "updates_that_trained": sum(r.trained for r in results),
+        "updates_waiting_for_a_slot": sum(r.waited for r in results),
+        "steps_min_median_max": [steps[0], steps[len(steps) // 2], steps[-1]] if steps else [],
+        "failed": sum(r.failed for r in results),
+        "errors": [e for r in results for e in r.errors][:10],
+    }
+
+
 def _times(ts: list[float]) -> dict[str, Any]:
     return {"n": len(ts), "server_p50_s": percentile(ts, 0.5), "server_p95_s": percentile(ts, 0.95),
             "server_max_s": max(ts, default=float("nan"))}  # fmt: skip
@@ -333,7 +419,7 @@ def _times(ts: list[float]) -> dict[str, Any]:
 
 async def drive(
     url: str, pid: int, sessions: int, rounds: int, gallery_n: int, think: float, ramp: float, timeout: float,
-    max_minutes: float = 0.0,
+    max_minutes: float = 0.0, trainers: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     opened = asyncio.Event()
     started: list[int] = []
@@ -361,12 +447,17 @@ async def drive(
     t0, cpu0, busy0 = time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s()
     deadline = time.monotonic() + 60 * max_minutes if max_minutes else float("inf")
     load_start = [round(v, 2) for v in os.getloadavg()]
+    stop = asyncio.Event()  # the Playground sessions train, each arriving within the ramp, until the class is done
+    training = [asyncio.create_task(run_trainer(url, k, timeout, ramp * k / max(1, trainers), stop))
+                for k in range(trainers)]  # fmt: skip
     results = await asyncio.gather(*[
         run_session(url, s, rounds, gallery_n, think, ramp * s / max(1, sessions), timeout, opened, started, sessions,
                     deadline)
         for s in range(sessions)
     ])  # fmt: skip
     t1, cpu1, busy1 = time.perf_counter(), serving.process_cpu_s(pid), serving.machine_busy_s()
+    stop.set()
+    trained = await asyncio.gather(*training)
     watcher.cancel()
     await marker
     ta, cpua, busya, rss_open = marks["open"]
@@ -409,19 +500,22 @@ async def drive(
         },
         "server_rss_mb": {"after_opening": rss_open, "end": serving.rss_mb(pid), "peak": peak["rss"]},
         "load_average_at_start": load_start,
+        "trainers": _trainers_report(trained) if trainers else None,
     }
 
 
 def run(
     sessions: int, rounds: int, think: float, ramp: float, models_dir: Path | None, timeout: float, log: Path,
-    max_minutes: float = 0.0, app: Path = APP,
+    max_minutes: float = 0.0, app: Path = APP, trainers: int = 0,
 ) -> dict[str, Any]:  # fmt: skip
     """Starts the server, drives the sessions, stops the server; returns the report."""
     with tempfile.TemporaryDirectory() as tmp:
         models_dir, first, gallery_n = serving.models_under_test(models_dir, Path(tmp))
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out, app=app) as (url, proc):
-            report = asyncio.run(drive(url, proc.pid, sessions, rounds, gallery_n, think, ramp, timeout, max_minutes))
+            report = asyncio.run(
+                drive(url, proc.pid, sessions, rounds, gallery_n, think, ramp, timeout, max_minutes, trainers)
+            )
     report["model"] = str(first)
     report["app"] = str(app)
     report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
@@ -436,6 +530,13 @@ def summary(report: dict[str, Any]) -> str:
         for op, v in report["per_operation"].items()
     ]  # fmt: skip
     cpu, m = report["cpu_s"], report["machine"]
+    tr = report.get("trainers")
+    training = [] if not tr else [
+        f"Playground: {tr['sessions']} sessions training, {tr['live_updates']} live updates (p50 "
+        f"{1e3 * tr['update_p50_s']:.0f} ms, p95 {1e3 * tr['update_p95_s']:.0f} ms), {tr['updates_that_trained']} "
+        f"trained and {tr['updates_waiting_for_a_slot']} waited for a slot; steps reached (min, median, max) "
+        f"{tr['steps_min_median_max']}; {tr['failed']} failed; server CPU per interaction includes the training"
+    ]  # fmt: skip
     return "\n".join([
         table(rows, ["operation", "n", "p50 ms", "p95 ms", "max ms"]),
         f"{report['succeeded']} operations succeeded, {report['failed']} failed, of "
@@ -447,6 +548,7 @@ def summary(report: dict[str, Any]) -> str:
         f"{cpu['server_share_of_one_core_in_rounds']:.2f} cores busy on average; RSS {report['server_rss_mb']}",
         f"{m['cpu']} ({', '.join(m['flags_that_matter']) or 'no avx2/avx512/amx'}), {m['logical_cpus']} logical CPUs; "
         f"load average {report['load_average_at_start']} at start, {report['load_average_at_end']} at end",
+        *training,
     ])  # fmt: skip
 
 
@@ -459,19 +561,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, help="checkpoint folder (default: models/, else a fixture model)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds before one request counts as failed")
     p.add_argument("--max-minutes", type=float, default=0.0, help="start no new round after this (0 = no limit)")
+    p.add_argument(
+        "--trainers",
+        type=int,
+        default=0,
+        help="more sessions that press Train on the Playground and keep training meanwhile (default 0)",
+    )
     p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
     p.add_argument("--name", default="class-load", help="results file name (default class-load)")
     add_save_flag(p)
     args = p.parse_args(argv)
     log = Path(tempfile.gettempdir()) / f"{args.name}.server.log"
     a = args
-    report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app)
+    report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app, a.trainers)
     report["command"] = "python -m bench.class_load " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_results(args.name, report, args.save)
     print(summary(report))
     print(f"written: {path}")
     complete = report["succeeded"] == report["operations_expected"]
-    return 0 if report["failed"] == 0 and complete else 1
+    trainers_ok = not report["trainers"] or report["trainers"]["failed"] == 0
+    return 0 if report["failed"] == 0 and complete and trainers_ok else 1
 
 
 if __name__ == "__main__":

@@ -25,3 +25,14 @@ def test_one_protocol_session_completes_each_operation(tmp_path: Path) -> None:
     assert report["reruns_in_rounds"] == 2 * len(OPERATIONS)
     assert report["cpu_s"]["server_rounds"] > 0
     assert report["machine"]["cpu"] and report["load_average_at_end"]
+
+
+@pytest.mark.timeout(600)
+def test_a_playground_session_trains_live_beside_the_class(tmp_path: Path) -> None:
+    models = fixture_models(tmp_path / "models")
+    report = run(1, 1, 0.5, 0.0, models, 120.0, tmp_path / "server.log", trainers=1)
+    assert report["failed"] == 0 and report["succeeded"] == len(OPERATIONS), report["errors"]
+    tr = report["trainers"]
+    assert tr["failed"] == 0, tr["errors"]
+    assert tr["live_updates"] >= 2 and tr["updates_that_trained"] >= 1
+    assert tr["steps_min_median_max"][-1] > 0  # the status line showed training steps

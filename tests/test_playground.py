@@ -10,7 +10,7 @@ import pytest
 from app_helpers import APP, TIMEOUT, by_label, image_urls, make_fixture_model, plotly_specs, problems
 from streamlit.testing.v1 import AppTest
 
-from app import toy_compute
+from app import toy_compute, toy_pictures
 from nvp_core.toy_train import ToySettings, ToyTrainer
 
 PAGE = "views/playground.py"
@@ -146,3 +146,48 @@ def test_slot_count_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert toy_compute.slot_count() == 3
     monkeypatch.setenv(toy_compute.SLOTS_ENV, "lots")
     assert toy_compute.slot_count() >= 1
+
+
+def test_the_pictures_of_a_chunk_are_drawn_in_its_slot() -> None:
+    trainer = ToyTrainer(ToySettings(num_couplings=2, hidden=8))
+    held = [toy_compute._SLOTS.acquire(timeout=1) for _ in range(toy_compute.slot_count() - 1)]
+    free_while_drawing: list[bool] = []
+
+    def draw() -> None:  # the chunk holds the last slot: none is free
+        got = toy_compute._SLOTS.acquire(blocking=False)
+        free_while_drawing.append(got)
+        if got:
+            toy_compute._SLOTS.release()
+
+    try:
+        assert all(held) and toy_compute.train_chunk(trainer, seconds=0.01, then=draw)
+    finally:
+        for _ in held:
+            toy_compute._SLOTS.release()
+    assert free_while_drawing == [False] and trainer.steps > 0
+
+
+def test_an_update_that_waits_for_a_slot_shows_the_same_pictures_without_drawing(
+    monkeypatch: pytest.MonkeyPatch, models: Path
+) -> None:
+    at = _open(monkeypatch, models)
+    _click(at, "pg_train")
+    before = _pictures(at)
+    drawn = [0]
+    original = toy_pictures.panel
+
+    def counted(*args: object, **kwargs: object) -> object:
+        drawn[0] += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(toy_pictures, "panel", counted)
+    held = [toy_compute._SLOTS.acquire(timeout=1) for _ in range(toy_compute.slot_count())]
+    try:
+        at.run()
+    finally:
+        for _ in held:
+            toy_compute._SLOTS.release()
+    assert any("waiting for a free training slot" in c.value for c in at.caption)
+    assert drawn[0] == 0 and _pictures(at) == before
+    at.run()  # a slot is free again: it trains and draws the new model
+    assert drawn[0] > 0 and _pictures(at) != before

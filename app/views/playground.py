@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import cast
+
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from app import link, state, toy_compute, toy_pictures, widgets
+from app import compute, link, state, toy_compute, toy_pictures, widgets
 from nvp_core.toy_data import DATASETS, EXTENT
 from nvp_core.toy_train import ToySettings, ToyTrainer
 
 TRAINER = "_toy_trainer"  # this session's model (never shared); one per session, replaced when its settings change
 RUNNING = "_toy_running"
+DRAWN = "_toy_drawn"  # (state, Drawn): the pictures of the model's last state
 TICK = 0.7  # seconds between live updates while training (a chunk trains ~0.5 s of them)
 RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 WIDTHS = [16, 32, 64, 128, 256]
 SHOWN = 1000  # data points and samples in the pictures
 HEAT = 120  # heatmap raster side
+ROW = 5  # layer panels per row: five of 180 px fit the page's main column
 
 ctx = state.current()
 st.title("Playground")
@@ -66,9 +71,6 @@ b3.button("Reset", key="pg_reset", on_click=_reset, help="A new model with the s
 
 
 def _status(trainer: ToyTrainer, trained: bool | None) -> None:
-    if trainer.error:
-        st.error(trainer.error)
-        return
     test = f" · test log-likelihood {trainer.test_log_likelihood():.3f} nats/point" if trainer.steps else ""
     rate = f" · {toy_compute.steps_per_second(trainer):.0f} steps/s" if trainer.steps else ""
     note = ""
@@ -77,21 +79,47 @@ def _status(trainer: ToyTrainer, trained: bool | None) -> None:
     st.caption(f"step {trainer.steps} · {trainer.seconds:.1f} s of training{rate}{test}{note}")
 
 
-def _pictures(trainer: ToyTrainer) -> None:
-    temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=ctx.s("pg_t"), persist_state="session")
+@dataclass(frozen=True)
+class Drawn:
+    """The pictures of one state of the model, encoded: (picture, caption) for the data, the samples, the density
+    and the two layer-by-layer rows."""
+
+    top: list[tuple[compute.Png, str]]
+    rows: list[tuple[compute.Png, str]]
+
+
+def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
+    """This session's pictures of the model as it is now: drawn once per state (steps, settings, temperature), so
+    that an update that did not train (no free slot, or paused) shows them again at no cost."""
+    key = (id(trainer), trainer.steps, trainer.settings, temp)
+    kept = st.session_state.get(DRAWN)
+    if kept is not None and kept[0] == key:
+        return cast(Drawn, kept[1])
     data = trainer.test_points.numpy()[:SHOWN]
-    samples = trainer.samples(SHOWN, float(temp), seed=0)
-    log_p = trainer.log_density(toy_pictures.mesh(EXTENT, HEAT)).reshape(HEAT, HEAT)
-    heat, top = toy_pictures.density(log_p)
-    cols = st.columns(4)
-    widgets.picture(toy_pictures.scatter(data, EXTENT), 240, f"data: {dataset} ({len(data)} test points)", cols[0])
-    widgets.picture(
-        toy_pictures.scatter(samples, EXTENT, rgb=toy_pictures.MODEL_RGB),
-        240,
-        f"model samples at T = {temp:g} (x = f⁻¹(T·z))",
-        cols[1],
+    samples = trainer.samples(SHOWN, temp, seed=0)
+    heat, top = toy_pictures.density(trainer.log_density(toy_pictures.mesh(EXTENT, HEAT)).reshape(HEAT, HEAT))
+    forward = toy_compute.trace(trainer, trainer.test_points.numpy()[:600], toy_pictures.grid_lines(EXTENT), False)
+    z = np.random.default_rng(0).standard_normal((600, 2)).astype(np.float32)
+    backward = toy_compute.trace(trainer, z, toy_pictures.grid_lines(3.0), True)
+    drawn = Drawn(
+        top=[
+            (compute.png(toy_pictures.scatter(data, EXTENT)), f"data: {dataset} ({len(data)} test points)"),
+            (
+                compute.png(toy_pictures.scatter(samples, EXTENT, rgb=toy_pictures.MODEL_RGB)),
+                f"model samples at T = {temp:g} (x = f⁻¹(T·z))",
+            ),
+            (compute.png(heat), f"log p(x): brightest {top:.2f}, dark ≤ {top - 10:.2f} nats"),
+        ],
+        rows=[_row("Inference x → z (data to latent)", forward), _row("Generation z → x (latent to data)", backward)],
     )
-    widgets.picture(heat, 240, f"log p(x): brightest {top:.2f}, dark ≤ {top - 10:.2f} nats", cols[2])
+    st.session_state[DRAWN] = (key, drawn)
+    return drawn
+
+
+def _pictures(trainer: ToyTrainer, drawn: Drawn) -> None:
+    cols = st.columns(4)
+    for col, (pic, caption) in zip(cols, drawn.top, strict=False):
+        widgets.picture(pic, 240, caption, col)
     with cols[3]:
         _loss_curve(trainer)
 
@@ -112,38 +140,35 @@ def _loss_curve(trainer: ToyTrainer) -> None:
 
 
 def _label(name: str) -> str:
-    """Layer names for the plane: which coordinate a coupling keeps."""
+    """Layer names for the plane: which coordinate a coupling keeps. Plain ASCII: the pictures' font may have no
+    subscripts."""
     inverse = name.endswith(" inverse")
     base = name.removesuffix(" inverse")
     if base.startswith("channel coupling"):
-        base = "coupling, x₁ fixed" if "first" in base else "coupling, x₂ fixed"
-    return base + (" ⁻¹" if inverse else "")
+        base = "coupling, x1 fixed" if "first" in base else "coupling, x2 fixed"
+    return base + (", inverse" if inverse else "")
 
 
-def _layers(trainer: ToyTrainer) -> None:
+def _layers(drawn: Drawn) -> None:
     """The paper's fig. 1, layer by layer: inference x → z and generation z → x, each step with its log-det."""
     st.subheader("Layer by layer")
     st.caption(
         "Each panel is the plane after one more layer, with a grid carried along; points keep the colour of where "
         "they started. Log-det: the step's log |det J| averaged over the points (a batch norm's is the same for all)."
     )
-    forward = toy_compute.trace(trainer, trainer.test_points.numpy()[:600], toy_pictures.grid_lines(EXTENT), False)
-    _row("Inference x → z (data to latent)", forward)
-    z = np.random.default_rng(0).standard_normal((600, 2)).astype(np.float32)
-    backward = toy_compute.trace(trainer, z, toy_pictures.grid_lines(3.0), True)
-    _row("Generation z → x (latent to data)", backward)
+    for pic, caption in drawn.rows:
+        widgets.picture(pic, pic.width, caption)
 
 
-def _row(title: str, tr: toy_compute.Trace) -> None:
+def _row(title: str, tr: toy_compute.Trace) -> tuple[compute.Png, str]:
     colours = toy_pictures.point_colours(tr.points[0])
     panels = [
         toy_pictures.panel(p, colours, lines, _label(name), "start" if k == 0 else f"log-det {ld:+.3f}")
         for k, (name, p, lines, ld) in enumerate(zip(tr.names, tr.points, tr.lines, tr.logdets, strict=True))
     ]
     total = sum(tr.logdets)
-    widgets.picture(
-        toy_pictures.panels_row(panels, ncol=min(7, len(panels))),
-        min(1100, 190 * min(7, len(panels))),
+    return (
+        compute.png(toy_pictures.panels_row(panels, ncol=min(ROW, len(panels)))),
         f"{title}: {len(panels) - 1} layers, total log-det {total:+.3f} nats (mean over the points)",
     )
 
@@ -151,17 +176,24 @@ def _row(title: str, tr: toy_compute.Trace) -> None:
 @link.fragment(run_every=TICK if running else None)
 def live() -> None:
     trainer: ToyTrainer = st.session_state[TRAINER]
+    if trainer.error:
+        st.error(trainer.error)
+        return
+    temp_key = ctx.s("pg_t")
     trained = None
-    if st.session_state.get(RUNNING) and trainer.error is None:
-        trained = toy_compute.train_chunk(trainer)
+    if st.session_state.get(RUNNING):
+        # The new model's pictures are drawn in the training slot (at the temperature the slider below holds), so
+        # that a class training at once stays bounded, drawing included.
+        shown = float(st.session_state.get(temp_key, 1.0))
+        trained = toy_compute.train_chunk(trainer, then=lambda: _drawn(trainer, shown))
         if trainer.error:  # stops the timer: the whole page reruns and shows the message with Reset
             st.session_state[RUNNING] = False
             st.rerun(scope="app")
     _status(trainer, trained)
-    if trainer.error:
-        return
-    _pictures(trainer)
-    _layers(trainer)
+    temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=temp_key, persist_state="session")
+    drawn = _drawn(trainer, float(temp))
+    _pictures(trainer, drawn)
+    _layers(drawn)
 
 
 live()
