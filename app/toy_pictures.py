@@ -149,3 +149,33 @@ def mesh(extent: float, n: int) -> np.ndarray:
     c = (np.arange(n) + 0.5) / n * 2 * extent - extent
     xx, yy = np.meshgrid(c, c[::-1])
     return np.stack([xx.ravel(), yy.ravel()], axis=1).astype(np.float32)
+
+
+def loss_curve(steps: np.ndarray, losses: np.ndarray, size: tuple[int, int] = (240, 240)) -> np.ndarray:
+    """The training loss against the step as a line on labelled axes: uint8 ``[3, H, W]`` (``size`` = W, H). A
+    picture rather than a chart: many sessions redraw it while they train."""
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.load_default(size=11)
+    left, right, top, bottom = 34, w - 8, 22, h - 30
+    x = np.asarray(steps, np.float64)
+    y = np.asarray(losses, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    draw.text((w / 2, 3), "training loss -log p (nats/point)", fill=(30, 30, 30), font=font, anchor="ma")
+    draw.rectangle([left, top, right, bottom], outline=(200, 200, 200))
+    if len(x):
+        lo, hi = (float(v) for v in np.quantile(y, [0.0, 0.98]))  # a first loss far above the rest: off the top
+        hi = hi if hi > lo else lo + 1.0
+        x0, x1 = float(x.min()), float(max(x.max(), x.min() + 1))
+        keep = np.unique(np.linspace(0, len(x) - 1, min(len(x), 2 * (right - left))).astype(np.intp))
+        px = left + (x[keep] - x0) / (x1 - x0) * (right - left)
+        py = bottom - (np.clip(y[keep], lo, hi) - lo) / (hi - lo) * (bottom - top)
+        draw.line(list(zip(px.tolist(), py.tolist(), strict=True)), fill=(31, 119, 180), width=1)
+        for v, yy in ((hi, top), (lo, bottom)):
+            draw.text((left - 3, yy), f"{v:.2f}", fill=(90, 90, 90), font=font, anchor="rm")
+        draw.text((left, bottom + 4), f"{int(x0)}", fill=(90, 90, 90), font=font, anchor="la")
+        draw.text((right, bottom + 4), f"{int(x1)}", fill=(90, 90, 90), font=font, anchor="ra")
+    draw.text((w / 2, h - 3), "step", fill=(90, 90, 90), font=font, anchor="md")
+    return _chw(img)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from app import compute, link, state, toy_compute, toy_pictures, widgets
@@ -70,8 +69,8 @@ b2.button("Pause", key="pg_pause", on_click=_run, args=(False,), disabled=not ru
 b3.button("Reset", key="pg_reset", on_click=_reset, help="A new model with the settings above.")
 
 
-def _status(trainer: ToyTrainer, trained: bool | None) -> None:
-    test = f" · test log-likelihood {trainer.test_log_likelihood():.3f} nats/point" if trainer.steps else ""
+def _status(trainer: ToyTrainer, trained: bool | None, drawn: Drawn) -> None:
+    test = f" · test log-likelihood {drawn.test_ll:.3f} nats/point" if trainer.steps else ""
     rate = f" · {toy_compute.steps_per_second(trainer):.0f} steps/s" if trainer.steps else ""
     note = ""
     if trained is False:
@@ -86,6 +85,8 @@ class Drawn:
 
     top: list[tuple[compute.Png, str]]
     rows: list[tuple[compute.Png, str]]
+    curve: tuple[compute.Png, str] | None  # the loss so far (None before training)
+    test_ll: float  # nats per point on the held-out points
 
 
 def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
@@ -111,32 +112,28 @@ def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
             (compute.png(heat), f"log p(x): brightest {top:.2f}, dark ≤ {top - 10:.2f} nats"),
         ],
         rows=[_row("Inference x → z (data to latent)", forward), _row("Generation z → x (latent to data)", backward)],
+        curve=_curve(trainer),
+        test_ll=trainer.test_log_likelihood() if trainer.steps else float("nan"),
     )
     st.session_state[DRAWN] = (key, drawn)
     return drawn
 
 
-def _pictures(trainer: ToyTrainer, drawn: Drawn) -> None:
-    cols = st.columns(4)
-    for col, (pic, caption) in zip(cols, drawn.top, strict=False):
-        widgets.picture(pic, 240, caption, col)
-    with cols[3]:
-        _loss_curve(trainer)
-
-
-def _loss_curve(trainer: ToyTrainer) -> None:
+def _curve(trainer: ToyTrainer) -> tuple[compute.Png, str] | None:
     if not trainer.history:
-        st.caption("The loss curve appears once training starts.")
-        return
-    steps, losses = zip(*trainer.history, strict=True)
-    fig = go.Figure(go.Scatter(x=steps, y=losses, mode="lines", line={"width": 1}))
-    fig.update_layout(
-        height=240,
-        margin={"l": 10, "r": 10, "t": 24, "b": 10},
-        title={"text": "training loss −log p (nats/point)", "font": {"size": 12}},
-        xaxis_title="step",
-    )
-    st.plotly_chart(fig, key="pg_curve")
+        return None
+    steps, losses = (np.array(v) for v in zip(*trainer.history, strict=True))
+    last = f"{losses[-1]:.3f}"
+    return compute.png(toy_pictures.loss_curve(steps, losses)), f"training loss: {last} nats/point at step {steps[-1]}"
+
+
+def _pictures(drawn: Drawn) -> None:
+    cols = st.columns(4)
+    for col, shown in zip(cols, [*drawn.top, drawn.curve], strict=True):
+        if shown is None:
+            col.caption("The loss curve appears once training starts.")
+        else:
+            widgets.picture(shown[0], 240, shown[1], col)
 
 
 def _label(name: str) -> str:
@@ -180,19 +177,18 @@ def live() -> None:
         st.error(trainer.error)
         return
     temp_key = ctx.s("pg_t")
+    shown = float(st.session_state.get(temp_key, 1.0))  # the slider below holds this value in this run
     trained = None
     if st.session_state.get(RUNNING):
-        # The new model's pictures are drawn in the training slot (at the temperature the slider below holds), so
-        # that a class training at once stays bounded, drawing included.
-        shown = float(st.session_state.get(temp_key, 1.0))
+        # The new model's pictures are drawn in the training slot, so that a class training at once stays bounded.
         trained = toy_compute.train_chunk(trainer, then=lambda: _drawn(trainer, shown))
         if trainer.error:  # stops the timer: the whole page reruns and shows the message with Reset
             st.session_state[RUNNING] = False
             st.rerun(scope="app")
-    _status(trainer, trained)
+    _status(trainer, trained, _drawn(trainer, shown))
     temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=temp_key, persist_state="session")
     drawn = _drawn(trainer, float(temp))
-    _pictures(trainer, drawn)
+    _pictures(drawn)
     _layers(drawn)
 
 
