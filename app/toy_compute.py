@@ -3,9 +3,11 @@ numbers for the pictures (all the mathematics is in ``nvp_core.toy`` / ``nvp_cor
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +19,9 @@ from nvp_core.toy_train import ToyTrainer
 SLOTS_ENV = "NVP_APP_TOY_SLOTS"
 CHUNK_SECONDS = 0.5  # CPU time of one training chunk: between two screen updates
 WAIT_SECONDS = 0.2  # how long a chunk waits for a free slot before this update skips training
+TICK = 0.7  # seconds between live updates of a session that trains alone (a chunk trains ~0.5 s of them)
+MAX_TICK = 11.2  # the longest wait between updates, however many sessions train
+SEEN_SECONDS = 2 * MAX_TICK  # a session that has not updated for this long no longer counts as training
 
 
 def slot_count() -> int:
@@ -33,9 +38,36 @@ _busy_lock = threading.Lock()
 _waiting = 0
 
 
+_seen: dict[str, float] = {}  # training session -> when it last updated (monotonic seconds)
+
+
 def waiting() -> int:
     """How many sessions are waiting for a training slot now."""
     return _waiting
+
+
+def note_training(session: str, now: float | None = None) -> int:
+    """Records that ``session`` trains (at each of its updates) and returns how many sessions train now."""
+    now = time.monotonic() if now is None else now
+    with _busy_lock:
+        _seen[session] = now
+        for k in [k for k, t in _seen.items() if now - t > SEEN_SECONDS]:
+            del _seen[k]
+        return len(_seen)
+
+
+def stop_training(session: str) -> None:
+    with _busy_lock:
+        _seen.pop(session, None)
+
+
+def live_tick(sessions: int, slots: int | None = None) -> float:
+    """Seconds between a training session's live updates: :data:`TICK` while every session can have a slot, longer
+    (doubling, up to :data:`MAX_TICK`) as more sessions share the slots. An update costs the server a rerun even
+    when it waits for a slot and shows nothing new, so a class training at once updates about as often as its
+    sessions can train, not every ``TICK``."""
+    turns = max(1.0, sessions / (slots or slot_count()))
+    return min(MAX_TICK, TICK * 2.0 ** math.ceil(math.log2(turns)))
 
 
 def train_chunk(

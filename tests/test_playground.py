@@ -205,3 +205,37 @@ def test_the_loss_curve_picture_draws_any_history() -> None:
     for odd in ([np.nan, 1.0], [np.inf, np.inf]):  # one odd loss, or none usable: still a picture
         assert loss_curve(np.array([1, 2]), np.array(odd)).shape == (3, 240, 240)
     assert loss_curve(np.array([]), np.array([])).shape == (3, 240, 240)
+
+
+def test_live_updates_slow_down_as_more_sessions_share_the_slots() -> None:
+    tick = toy_compute.live_tick
+    assert tick(1, 1) == toy_compute.TICK and tick(2, 2) == toy_compute.TICK
+    assert tick(2, 1) == 2 * toy_compute.TICK and tick(3, 1) == tick(4, 1) == 4 * toy_compute.TICK
+    assert tick(30, 1) == tick(1000, 1) == toy_compute.MAX_TICK  # however many train, a page still updates
+    assert all(tick(n, 1) <= tick(n + 1, 1) for n in range(1, 40))
+
+
+def test_training_sessions_are_counted_while_they_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(toy_compute, "_seen", {})
+    assert toy_compute.note_training("a", now=100.0) == 1
+    assert toy_compute.note_training("b", now=101.0) == 2 and toy_compute.note_training("a", now=102.0) == 2
+    toy_compute.stop_training("b")  # paused
+    assert toy_compute.note_training("a", now=103.0) == 1
+    toy_compute.note_training("c", now=104.0)
+    assert toy_compute.note_training("d", now=104.0 + toy_compute.SEEN_SECONDS + 1) == 1  # gone quiet: not counted
+
+
+def test_a_class_training_at_once_is_told_and_updated_less_often(monkeypatch: pytest.MonkeyPatch, models: Path) -> None:
+    monkeypatch.setattr(toy_compute, "_seen", {f"other{k}": time.monotonic() for k in range(7)})
+    at = _open(monkeypatch, models)
+    _click(at, "pg_train")
+    status = next(c.value for c in at.caption if c.value.startswith("step "))
+    slots = toy_compute.slot_count()
+    if slots < 8:
+        assert (
+            f"8 sessions train on this server and take turns: this page updates every {toy_compute.live_tick(8):g} s"
+            in status
+        )
+    assert at.session_state["_toy_tick"] == toy_compute.live_tick(8)
+    _click(at, "pg_pause")
+    assert len(toy_compute._seen) == 7  # a paused session no longer counts

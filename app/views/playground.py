@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import cast
 
@@ -14,8 +15,9 @@ from nvp_core.toy_train import ToySettings, ToyTrainer
 
 TRAINER = "_toy_trainer"  # this session's model (never shared); one per session, replaced when its settings change
 RUNNING = "_toy_running"
+TOKEN = "_toy_session"  # this session's name among those training (toy_compute.note_training)
+TICK_NOW = "_toy_tick"  # the live updates' interval the page last registered
 DRAWN = "_toy_drawn"  # (state, Drawn): the pictures of the model's last state
-TICK = 0.7  # seconds between live updates while training (a chunk trains ~0.5 s of them)
 RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0]
 WIDTHS = [16, 32, 64, 128, 256]
 SHOWN = 1000  # data points and samples in the pictures
@@ -45,13 +47,21 @@ def _trainer(settings: ToySettings) -> ToyTrainer:
 
 def _run(on: bool) -> None:
     st.session_state[RUNNING] = on
+    if not on:
+        toy_compute.stop_training(_token())
+
+
+def _token() -> str:
+    if TOKEN not in st.session_state:
+        st.session_state[TOKEN] = uuid.uuid4().hex
+    return str(st.session_state[TOKEN])
 
 
 def _reset() -> None:
     trainer: ToyTrainer | None = st.session_state.get(TRAINER)
     if trainer is not None:
         trainer.reset()
-    st.session_state[RUNNING] = False
+    _run(False)
 
 
 c1, c2, c3, c4 = st.columns(4)
@@ -69,12 +79,17 @@ b2.button("Pause", key="pg_pause", on_click=_run, args=(False,), disabled=not ru
 b3.button("Reset", key="pg_reset", on_click=_reset, help="A new model with the settings above.")
 
 
-def _status(trainer: ToyTrainer, trained: bool | None, drawn: Drawn) -> None:
+def _status(trainer: ToyTrainer, trained: bool | None, drawn: Drawn, sessions: int) -> None:
     test = f" · test log-likelihood {drawn.test_ll:.3f} nats/point" if trainer.steps else ""
     rate = f" · {toy_compute.steps_per_second(trainer):.0f} steps/s" if trainer.steps else ""
     note = ""
+    if sessions > toy_compute.slot_count():
+        note = (
+            f" · {sessions} sessions train on this server and take turns: this page updates every "
+            f"{toy_compute.live_tick(sessions):g} s"
+        )
     if trained is False:
-        note = f" · waiting for a free training slot ({toy_compute.waiting() + 1} sessions are waiting)"
+        note += " · waiting for a free training slot"
     st.caption(f"step {trainer.steps} · {trainer.seconds:.1f} s of training{rate}{test}{note}")
 
 
@@ -170,7 +185,10 @@ def _row(title: str, tr: toy_compute.Trace) -> tuple[compute.Png, str]:
     )
 
 
-@link.fragment(run_every=TICK if running else None)
+tick = float(st.session_state.get(TICK_NOW, toy_compute.TICK))
+
+
+@link.fragment(run_every=tick if running else None)
 def live() -> None:
     trainer: ToyTrainer = st.session_state[TRAINER]
     if trainer.error:
@@ -178,14 +196,18 @@ def live() -> None:
         return
     temp_key = ctx.s("pg_t")
     shown = float(st.session_state.get(temp_key, 1.0))  # the slider below holds this value in this run
-    trained = None
+    trained, sessions = None, 0
     if st.session_state.get(RUNNING):
+        sessions = toy_compute.note_training(_token())
         # The new model's pictures are drawn in the training slot, so that a class training at once stays bounded.
         trained = toy_compute.train_chunk(trainer, then=lambda: _drawn(trainer, shown))
         if trainer.error:  # stops the timer: the whole page reruns and shows the message with Reset
-            st.session_state[RUNNING] = False
+            _run(False)
             st.rerun(scope="app")
-    _status(trainer, trained, _drawn(trainer, shown))
+        if toy_compute.live_tick(sessions) != tick:  # more or fewer sessions share the slots: a new timer
+            st.session_state[TICK_NOW] = toy_compute.live_tick(sessions)
+            st.rerun(scope="app")
+    _status(trainer, trained, _drawn(trainer, shown), sessions)
     temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=temp_key, persist_state="session")
     drawn = _drawn(trainer, float(temp))
     _pictures(drawn)
