@@ -143,8 +143,10 @@ class Client:
             elif kind == "stop_auto_rerun":
                 self.auto_rerun = None
             elif kind == "script_finished":
-                run.seconds = time.perf_counter() - t0
                 run.status = ForwardMsg.ScriptFinishedStatus.Name(fm.script_finished)
+                if run.status == "FINISHED_EARLY_FOR_RERUN":  # the script asked for a new run: it follows
+                    continue
+                run.seconds = time.perf_counter() - t0
                 break
         if not fragment_id:
             self.widgets, self.panel = {}, None

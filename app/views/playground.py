@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import cast
 
 import numpy as np
@@ -111,6 +111,19 @@ def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
     kept = st.session_state.get(DRAWN)
     if kept is not None and kept[0] == key:
         return cast(Drawn, kept[1])
+    drawn = _untrained(astuple(trainer.settings), temp) if trainer.steps == 0 else _draw(trainer, temp)
+    st.session_state[DRAWN] = (key, drawn)
+    return drawn
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _untrained(settings: tuple[object, ...], temp: float) -> Drawn:
+    """An untrained model's pictures: the same for every session with these settings (the start is seeded), so a
+    class that opens the page together draws them once."""
+    return _draw(ToyTrainer(ToySettings(*settings)), temp)  # type: ignore[arg-type]
+
+
+def _draw(trainer: ToyTrainer, temp: float) -> Drawn:
     data = trainer.test_points.numpy()[:SHOWN]
     samples = trainer.samples(SHOWN, temp, seed=0)
     heat, top = toy_pictures.density(trainer.log_density(toy_pictures.mesh(EXTENT, HEAT)).reshape(HEAT, HEAT))
@@ -119,7 +132,10 @@ def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
     backward = toy_compute.trace(trainer, z, toy_pictures.grid_lines(3.0), True)
     drawn = Drawn(
         top=[
-            (compute.png(toy_pictures.scatter(data, EXTENT)), f"data: {dataset} ({len(data)} test points)"),
+            (
+                compute.png(toy_pictures.scatter(data, EXTENT)),
+                f"data: {trainer.settings.dataset} ({len(data)} test points)",
+            ),
             (
                 compute.png(toy_pictures.scatter(samples, EXTENT, rgb=toy_pictures.MODEL_RGB)),
                 f"model samples at T = {temp:g} (x = f⁻¹(T·z))",
@@ -130,7 +146,6 @@ def _drawn(trainer: ToyTrainer, temp: float) -> Drawn:
         curve=_curve(trainer),
         test_ll=trainer.test_log_likelihood() if trainer.steps else float("nan"),
     )
-    st.session_state[DRAWN] = (key, drawn)
     return drawn
 
 
