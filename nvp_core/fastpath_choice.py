@@ -197,6 +197,8 @@ def _workload(config: FlowConfig, path: FastPath, mode: str, batch: int, device:
 
 def measure(config: FlowConfig, mode: str, batch: int, device: torch.device, paths: list[FastPath]) -> dict[str, float]:
     """Median milliseconds per call of each path on :func:`timing_config` of ``config`` (alternated rounds)."""
+    # Not torch.utils.benchmark.Timer: it times one statement at a time, and here the candidates take turns under one
+    # time budget, so that a load that comes and goes hits them alike.
     tcfg = timing_config(config)
     tbatch = max(1, min(batch, TIMING_BATCH))
     calls: dict[str, Callable[[], None]] = {}
