@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from nvp_core import RealNVP
-from nvp_core.fastpath import Choice
 from nvp_core.fastpath_choice import configure
 from nvp_core.fileio import read_json_lines
+from nvp_core.freezing import try_freezing
 
 ENV_DIR = "NVP_MODELS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,17 +34,24 @@ def models_dir() -> Path:
 
 #: The batch the app's fast path is timed at: a decode of an interpolation path or a grid of samples.
 APP_BATCH = 16
+FROZEN_ENV = "NVP_APP_FROZEN"
 
 
-def prepare_app_model(model: RealNVP) -> Choice:
-    """Makes a loaded model (eval mode, float32) the app's: frozen (shared read-only by every session) and
+def prepare_app_model(model: RealNVP) -> dict[str, Any]:
+    """Makes a loaded model (eval mode, float32) the app's: its parameters fixed (shared read-only by every session),
     running the fast path measured for this machine and model (:func:`nvp_core.fastpath_choice.configure`, cached per
     machine; ``$NVP_FASTPATH`` overrides it) among the paths that draw the same pictures as float32 (within one
-    grey level) and compute the same numbers (bits/dim, reconstruction error), checked on this model's weights.
-    Returns the choice, to be shown with the model's details."""
+    grey level) and compute the same numbers (bits/dim, reconstruction error), checked on this model's weights, and
+    with its s,t networks frozen for inference where that keeps the pictures and is not slower
+    (:func:`nvp_core.freezing.try_freezing`; ``$NVP_APP_FROZEN=off`` keeps them eager). Returns what was chosen, to
+    be shown with the model's details."""
     for p in model.parameters():
         p.requires_grad_(False)
-    return configure(model, torch.device("cpu"), mode="infer", batch=APP_BATCH, same_pictures=True)
+    choice = configure(model, torch.device("cpu"), mode="infer", batch=APP_BATCH, same_pictures=True)
+    frozen = {"frozen": False, "why": "$NVP_APP_FROZEN=off"}
+    if os.environ.get(FROZEN_ENV, "").strip().lower() != "off":
+        frozen = try_freezing(model, choice.path, batch=APP_BATCH)
+    return {**choice.to_dict(), "freezing": frozen}
 
 
 def list_checkpoints(folder: Path | None = None) -> list[Path]:

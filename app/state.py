@@ -62,8 +62,8 @@ class _Loaded:
 
     def _prepare(self, model: RealNVP) -> None:
         try:
-            choice = prepare_app_model(model)  # the measured fast path, same pictures and numbers as float32
-            self.current = model, {**self.current[1], "fastpath": choice.to_dict()}  # one assignment: runs see either
+            chosen = prepare_app_model(model)  # the measured fast path, same pictures and numbers as float32
+            self.current = model, {**self.current[1], "fastpath": chosen}  # one assignment: runs see either
         except Exception as e:  # a measurement that fails leaves the model as loaded: the reference path
             log.warning("fast path not chosen (%s: %s); the model runs as loaded", type(e).__name__, e)
         finally:
@@ -139,7 +139,7 @@ def current() -> Ctx:
     key = f"{path.name.removesuffix('.safetensors')}@{zlib.crc32(version.encode()):08x}"
     # The fast path is part of the results' key: what was computed before the switch to it is not mixed with what
     # follows (widget keys stay: a reader's settings survive the switch).
-    fast = meta["fastpath"]["path"]
+    fast = meta["fastpath"]["path"] + ("+frozen" if meta["fastpath"].get("freezing", {}).get("frozen") else "")
     return Ctx(path=path, key=key, model=model, meta=meta, results=key if fast == "fp32-nchw" else f"{key}+{fast}")
 
 

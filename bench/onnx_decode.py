@@ -29,6 +29,7 @@ from app.compute import to_uint8
 from app.models import prepare_app_model
 from bench.common import add_save_flag, machine_info, median, table, time_alternating, write_results
 from nvp_core import RealNVP, load_model
+from nvp_core.fastpath import FastPath
 from nvp_core.resnet import ResNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     reference, _ = load_model(args.model)
     fast = copy.deepcopy(reference)
-    chosen = prepare_app_model(fast).path  # the app's own choice (measured or cached), applied in place
+    chosen = FastPath.from_name(prepare_app_model(fast)["path"])  # the app's own choice, applied in place
     rows = []
     for batch in (int(b) for b in args.batches.split(",")):
         ort_model = on_onnxruntime(reference, batch, args.threads)

@@ -105,6 +105,19 @@ def candidates(device: torch.device, precision: str = "auto") -> list[FastPath]:
     return paths
 
 
+def pictures_and_bpd(model: RealNVP, zs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """What fidelity is judged on: the grey levels (0..255) ``model`` decodes from ``zs``, and their bits/dim."""
+    grey = (model.inverse(zs).float() * 256.0).floor().clamp(0, 255)
+    return grey, model.bits_per_dim_of(model.log_prob((grey + 0.5) / 256.0))
+
+
+def fidelity_latents(model: RealNVP, samples: int = 16) -> list[torch.Tensor]:
+    """The fixed latents (T = 0.7, seed 0) that every fidelity check decodes."""
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(0)
+    return [(torch.randn((samples, *s), generator=gen) * 0.7).to(device) for s in model.latent_shapes]
+
+
 def faithful(
     model: RealNVP, paths: list[FastPath], samples: int = 16, max_grey_levels: int = 1, max_bpd_diff: float = 1e-4
 ) -> tuple[list[FastPath], dict[str, dict[str, float]]]:
@@ -117,16 +130,11 @@ def faithful(
     report: dict[str, dict[str, float]] = {}
     try:
         with torch.inference_mode():
-            device = next(model.parameters()).device
-            gen = torch.Generator().manual_seed(0)
-            zs = [(torch.randn((samples, *s), generator=gen) * 0.7).to(device) for s in model.latent_shapes]
+            zs = fidelity_latents(model, samples)
 
             def run(p: FastPath) -> tuple[torch.Tensor, torch.Tensor]:
                 p.apply(model)
-                grey = (model.inverse(zs).float() * 256.0).floor().clamp(0, 255)
-                x = (grey + 0.5) / 256.0
-                bpd = model.bits_per_dim_of(model.log_prob(x))
-                return grey, bpd
+                return pictures_and_bpd(model, zs)
 
             grey_ref, bpd_ref = run(ALL_PATHS[0])
             ok = []

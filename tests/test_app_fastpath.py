@@ -37,7 +37,7 @@ def test_pages_run_before_the_choice_and_switch_to_it_keeping_the_settings(
         prepared_models.append(model)
         path = FastPath(None, True)
         path.apply(model)
-        return Choice(path, "measured")
+        return {**Choice(path, "measured").to_dict(), "freezing": {"frozen": False}}
 
     monkeypatch.setattr(state, "prepare_app_model", slow_choice)
     st.cache_resource.clear()

@@ -374,10 +374,11 @@ def test_app_model_draws_the_float32_pictures_and_numbers(cache_file: Path) -> N
     if ckpt is None:
         pytest.skip("no bundled model")
     model, _ = load_model(ckpt)
-    choice = prepare_app_model(model)
+    chosen = prepare_app_model(model)  # the fast path, and the s,t networks frozen where that pays
     ref, _ = load_model(ckpt)  # float32, NCHW
-    assert choice.source in ("measured", "only candidate") and set(choice.fidelity) >= {"fp32-nchw", "fp32-cl"}
-    assert choice.fidelity[choice.name]["max_grey_levels"] <= 1
+    assert chosen["source"] in ("measured", "only candidate") and set(chosen["fidelity"]) >= {"fp32-nchw", "fp32-cl"}
+    assert chosen["fidelity"][chosen["path"]]["max_grey_levels"] <= 1
+    assert isinstance(chosen["freezing"]["frozen"], bool) and chosen["freezing"]["max_grey_levels"] <= 1
     zs = ref.sample_latents(16, 0.8, torch.Generator().manual_seed(1))
     pics, pics_ref = compute.decode(model, zs), compute.decode(ref, zs)
     assert np.abs(pics.astype(int) - pics_ref.astype(int)).max() <= 1  # within one grey level
