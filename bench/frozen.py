@@ -41,7 +41,7 @@ def two_threads(fn: Callable[[], object], calls: int) -> float:
     """Seconds for two threads each making ``calls`` calls of ``fn`` at once."""
 
     def work() -> None:
-        with torch.inference_mode():  # grad mode is per thread: as the app's script threads run
+        with torch.no_grad():  # grad mode is per thread: as the app's script threads run
             for _ in range(calls):
                 fn()
 
@@ -62,8 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calls", type=int, default=10, help="encodes per thread in the two-thread measurement")
     add_save_flag(p)
     args = p.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.set_grad_enabled(False)
+    try:
+        with torch.no_grad():  # not inference_mode: its parameters would skip the eager weight cache
+            return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
     eager, _ = load_model(args.model)
     zs = fidelity_latents(eager)
     grey_ref, bpd_ref = pictures_and_bpd(eager, zs)  # float32 NCHW, as loaded

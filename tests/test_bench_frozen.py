@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import frozen
 
@@ -16,7 +17,9 @@ def test_the_benchmark_compares_eager_and_frozen(capsys: pytest.CaptureFixture[s
     model = ROOT / "models" / "digits.safetensors"
     if not model.is_file():
         pytest.skip("no bundled digits model")
+    threads = torch.get_num_threads()
     assert frozen.main(["--model", str(model), "--repeats", "1", "--calls", "1"]) == 0
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads  # the test process is left as it was
     out = capsys.readouterr().out
     written = Path(out.strip().splitlines()[-1].removeprefix("written: "))
     report = json.loads(written.read_text())

@@ -39,7 +39,7 @@ def _trainer(settings: ToySettings) -> ToyTrainer:
     if trainer is None or not trainer.settings.same_model(settings):
         trainer = ToyTrainer(settings)
         st.session_state[TRAINER] = trainer
-        st.session_state[RUNNING] = False
+        _run(False)  # a new model waits for Train, and no longer counts as training
     elif trainer.settings.lr != settings.lr:
         trainer.set_lr(settings.lr)
     return trainer
