@@ -18,7 +18,7 @@ import torch
 from nvp_core import RealNVP
 from nvp_core.fastpath_choice import configure
 from nvp_core.fileio import read_json_lines
-from nvp_core.freezing import try_freezing
+from nvp_core.freezing import try_freezing, unfreeze
 
 ENV_DIR = "NVP_MODELS_DIR"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,11 @@ def prepare_app_model(model: RealNVP) -> dict[str, Any]:
     choice = configure(model, torch.device("cpu"), mode="infer", batch=APP_BATCH, same_pictures=True)
     frozen = {"frozen": False, "why": "$NVP_APP_FROZEN=off"}
     if os.environ.get(FROZEN_ENV, "").strip().lower() != "off":
-        frozen = try_freezing(model, choice.path, batch=APP_BATCH)
+        try:
+            frozen = try_freezing(model, choice.path, batch=APP_BATCH)
+        except Exception as e:  # TorchScript is in maintenance mode: without it, the eager networks and the path stay
+            unfreeze(model)
+            frozen = {"frozen": False, "why": f"{type(e).__name__}: {e}"}
     return {**choice.to_dict(), "freezing": frozen}
 
 

@@ -67,3 +67,16 @@ def test_try_freezing_keeps_it_only_when_faithful_and_reports_why() -> None:
     assert strict["frozen"] is False and not is_frozen(model)
     bf16 = try_freezing(model, FastPath(torch.bfloat16, True))
     assert bf16["frozen"] is False and "float32" in bf16["why"]
+
+
+def test_the_app_keeps_its_fast_path_when_freezing_fails(monkeypatch) -> None:
+    from app import models
+
+    def broken(*_a: object, **_k: object) -> dict:
+        raise RuntimeError("torch.jit is gone")
+
+    monkeypatch.setattr(models, "try_freezing", broken)
+    model = nontrivial_model(CFG, dtype=torch.float32, strength=0.5)
+    chosen = models.prepare_app_model(model)
+    assert chosen["freezing"] == {"frozen": False, "why": "RuntimeError: torch.jit is gone"}
+    assert chosen["path"] and not is_frozen(model)
