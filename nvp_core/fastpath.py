@@ -111,6 +111,14 @@ def pictures_and_bpd(model: RealNVP, zs: list[torch.Tensor]) -> tuple[torch.Tens
     return grey, model.bits_per_dim_of(model.log_prob((grey + 0.5) / 256.0))
 
 
+def distance(ref: tuple[torch.Tensor, torch.Tensor], got: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    """How far :func:`pictures_and_bpd`'s ``got`` is from ``ref``: the largest grey-level and bits/dim differences."""
+    return {
+        "max_grey_levels": float((got[0] - ref[0]).abs().max()),
+        "max_bpd_diff": float((got[1] - ref[1]).abs().max()),
+    }
+
+
 def fidelity_latents(model: RealNVP, samples: int = 16) -> list[torch.Tensor]:
     """The fixed latents (T = 0.7, seed 0) that every fidelity check decodes."""
     device = next(model.parameters()).device
@@ -136,14 +144,11 @@ def faithful(
                 p.apply(model)
                 return pictures_and_bpd(model, zs)
 
-            grey_ref, bpd_ref = run(ALL_PATHS[0])
+            ref = run(ALL_PATHS[0])
             ok = []
             for p in paths:
-                grey, bpd = run(p)
-                levels = float((grey - grey_ref).abs().max())
-                dbpd = float((bpd - bpd_ref).abs().max())
-                report[p.name] = {"max_grey_levels": levels, "max_bpd_diff": dbpd}
-                if levels <= max_grey_levels and dbpd <= max_bpd_diff:
+                report[p.name] = d = distance(ref, run(p))
+                if d["max_grey_levels"] <= max_grey_levels and d["max_bpd_diff"] <= max_bpd_diff:
                     ok.append(p)
     finally:
         for m, dt in saved:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .fastpath import ALL_PATHS, FastPath, fidelity_latents, pictures_and_bpd
+from .fastpath import ALL_PATHS, FastPath, distance, fidelity_latents, pictures_and_bpd
 from .model import RealNVP
 from .resnet import ResNet
 
@@ -91,14 +91,10 @@ def try_freezing(
         return {"frozen": False, "why": "only float32 paths are frozen"}
     zs = fidelity_latents(model)
     ALL_PATHS[0].apply(model)
-    grey_ref, bpd_ref = pictures_and_bpd(model, zs)
+    ref = pictures_and_bpd(model, zs)
     path.apply(model)
     freeze(model)
-    grey, bpd = pictures_and_bpd(model, zs)
-    report: dict[str, Any] = {
-        "max_grey_levels": float((grey - grey_ref).abs().max()),
-        "max_bpd_diff": float((bpd - bpd_ref).abs().max()),
-    }
+    report: dict[str, Any] = distance(ref, pictures_and_bpd(model, zs))
     big = model.sample_latents(batch, 0.7, torch.Generator().manual_seed(1))
     frozen_nets = {name: net.__dict__["frozen"] for name, net in _nets(model).items()}
 

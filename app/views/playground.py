@@ -130,7 +130,7 @@ def _draw(trainer: ToyTrainer, temp: float) -> Drawn:
     forward = toy_compute.trace(trainer, trainer.test_points.numpy()[:600], toy_pictures.grid_lines(EXTENT), False)
     z = np.random.default_rng(0).standard_normal((600, 2)).astype(np.float32)
     backward = toy_compute.trace(trainer, z, toy_pictures.grid_lines(3.0), True)
-    drawn = Drawn(
+    return Drawn(
         top=[
             (
                 compute.png(toy_pictures.scatter(data, EXTENT)),
@@ -146,7 +146,6 @@ def _draw(trainer: ToyTrainer, temp: float) -> Drawn:
         curve=_curve(trainer),
         test_ll=trainer.test_log_likelihood() if trainer.steps else float("nan"),
     )
-    return drawn
 
 
 def _curve(trainer: ToyTrainer) -> tuple[compute.Png, str] | None:
@@ -219,8 +218,8 @@ def live() -> None:
         if trainer.error:  # stops the timer: the whole page reruns and shows the message with Reset
             _run(False)
             st.rerun(scope="app")
-        if toy_compute.live_tick(sessions) != tick:  # more or fewer sessions share the slots: a new timer
-            st.session_state[TICK_NOW] = toy_compute.live_tick(sessions)
+        if (wanted := toy_compute.live_tick(sessions)) != tick:  # more or fewer sessions share the slots: a new timer
+            st.session_state[TICK_NOW] = wanted
             st.rerun(scope="app")
     _status(trainer, trained, _drawn(trainer, shown), sessions)
     temp = st.slider("Temperature of the samples", 0.0, 1.5, 1.0, 0.05, key=temp_key, persist_state="session")
