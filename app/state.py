@@ -16,11 +16,10 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 import streamlit as st
-from sklearn.decomposition import PCA
 
 from app import link
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
@@ -28,6 +27,9 @@ from nvp_core import CheckpointError, RealNVP, load_model
 from nvp_core import gallery_latents as gallery_latents_file
 from nvp_core.fastpath import ENV_OVERRIDE
 from nvp_core.gallery_latents import GalleryLatents
+
+if TYPE_CHECKING:
+    from sklearn.decomposition import PCA
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -199,28 +201,47 @@ def gallery_limit() -> int:
 @st.cache_resource(show_spinner=False, max_entries=6)
 def _gallery_latents(
     model_key: str, ckpt: str, gallery_file: str, n: int, _model: RealNVP, _images: np.ndarray, _labels: np.ndarray
-) -> GalleryLatents:
-    """Read from the file shipped with the model or from the disk cache, else computed once and cached on disk."""
+) -> tuple[GalleryLatents, GalleryLatents]:
+    """The first ``n`` images, and everything the file holds (the bits/dim of more images, for Encode): read from
+    the file shipped with the model or from the disk cache, else the first ``n`` computed once and cached on disk."""
     k = gallery_latents_file.key(Path(ckpt), Path(gallery_file))
     for path in (gallery_latents_file.shipped_path(Path(ckpt)), gallery_latents_file.cache_path(k)):
         found = gallery_latents_file.load(path, k, n)
         if found is not None:
-            return found.frozen()
+            found = found.frozen()
+            return found.head(n), found
     with st.spinner(f"Encoding {n} gallery images (once per model; kept on disk for the next start)…"):
         gl = gallery_latents_file.compute(_model, _images[:n], _labels[:n])
     with contextlib.suppress(OSError):  # a read-only home: computed again at the next start
         gallery_latents_file.save(gallery_latents_file.cache_path(k), gl, k)
-    return gl.frozen()
+    return gl.frozen(), gl
 
 
-def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
-    """The first :func:`gallery_limit` gallery images encoded, or ``None`` when the model has no gallery."""
+def _encoded_gallery(ctx: Ctx) -> tuple[Gallery, tuple[GalleryLatents, GalleryLatents]] | None:
     g = gallery(ctx)
     p = gallery_path(ctx.path)
     if g is None or p is None:
         return None
     n = min(len(g.images), gallery_limit())
-    return _gallery_latents(ctx.results, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
+    return g, _gallery_latents(ctx.results, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
+
+
+def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
+    """The first :func:`gallery_limit` gallery images encoded, or ``None`` when the model has no gallery."""
+    found = _encoded_gallery(ctx)
+    return None if found is None else found[1][0]
+
+
+def gallery_bits(ctx: Ctx, image: np.ndarray, index: int) -> tuple[float, dict[str, float]] | None:
+    """The bits/dim and its terms of ``image`` when it is gallery image ``index`` and the gallery's file holds them
+    (the histogram's numbers), else ``None``: the page computes them."""
+    found = _encoded_gallery(ctx)
+    if found is None:
+        return None
+    g, (_, every) = found
+    if not 0 <= index < min(len(g.images), len(every)) or not np.array_equal(g.images[index], image):
+        return None
+    return every.bits(index)
 
 
 @st.cache_resource(show_spinner=False, max_entries=24)
@@ -231,6 +252,8 @@ def pca_projection(key: str, levels: tuple[int, ...], _gl: GalleryLatents) -> tu
     # Fit on the bulk: a handful of badly-modelled images (huge latents) would otherwise own PC 1.
     norms = np.linalg.norm(feats, axis=1)
     bulk = feats[norms <= np.quantile(norms, 0.99)] if len(feats) >= 20 else feats
+    from sklearn.decomposition import PCA  # imported here: it takes seconds, and only the latent map needs it
+
     pca = PCA(n_components=2, random_state=0).fit(bulk)
     return pca, _frozen(pca.transform(feats))
 

@@ -23,6 +23,7 @@ from app.models import list_checkpoints, models_dir  # noqa: E402
 from nvp_core.likelihood import CONVENTION_SHORT  # noqa: E402
 
 LINK_PROBLEM = "_link_problem"
+PAGES_KEY = "_pages"
 PAGES = [
     ("views/encode.py", "Encode", ":material/qr_code_scanner:"),
     ("views/interpolate.py", "Interpolate", ":material/swap_horiz:"),
@@ -138,9 +139,18 @@ def main() -> None:
     st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")
     torch.set_grad_enabled(False)
     torch.set_num_threads(_threads())
-    pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
-    nav = st.navigation(pages)
+    nav = st.navigation(_pages())
     link.whole_run(lambda: _page(nav) if sidebar() else _no_model())
+
+
+def _pages() -> list[StreamlitPage]:
+    # Made once per session (st.Page resolves its file and icon each time), not shared between sessions:
+    # st.navigation marks the page it returns on the object itself.
+    pages = st.session_state.get(PAGES_KEY)
+    if pages is None:
+        pages = [st.Page(p, title=t, icon=i, default=k == 0) for k, (p, t, i) in enumerate(PAGES)]
+        st.session_state[PAGES_KEY] = pages
+    return pages  # type: ignore[no-any-return]
 
 
 def _no_model() -> None:

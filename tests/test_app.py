@@ -248,10 +248,10 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     and the same pictures; a link whose settings do not fit gets a warning and the defaults, never a traceback."""
     at = goto(open_app(monkeypatch, fixture_dir / "rgb16.safetensors"), "sample")
     by_label(at.number_input, "Seed").set_value(11).run()
-    by_label(at.slider, "Grid side").set_value(3).run()
+    by_label(at.slider, "Grid side").set_value(5).run()
     by_label(at.slider, "T, level 2").set_value(0.4).run()
     link = dict(at.query_params)
-    assert link["model"] == "rgb16" and link["sa_seed"] == "11" and link["sa_n"] == "3", link
+    assert link["model"] == "rgb16" and link["sa_seed"] == "11" and link["sa_n"] == "5", link
     frames = at.session_state["_memo:sample"][1][0]
 
     fresh = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # another browser: nothing in its session
@@ -260,7 +260,7 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     fresh.switch_page("views/sample.py").run()
     assert not problems(fresh), problems(fresh)
     assert any("3×16×16 images" in c.value for c in fresh.sidebar.caption)  # the link's model, not the default
-    assert by_label(fresh.number_input, "Seed").value == 11 and by_label(fresh.slider, "Grid side").value == 3
+    assert by_label(fresh.number_input, "Seed").value == 11 and by_label(fresh.slider, "Grid side").value == 5
     assert by_label(fresh.slider, "T, level 2").value == pytest.approx(0.4)
     np.testing.assert_array_equal(fresh.session_state["_memo:sample"][1][0], frames)
 
@@ -269,7 +269,7 @@ def test_a_pages_link_carries_its_settings_to_a_fresh_session(
     bad.switch_page("views/sample.py").run()
     assert not bad.exception, [e.message for e in bad.exception]
     assert any("do not fit this model" in w.value for w in bad.warning)
-    assert by_label(bad.slider, "Grid side").value == 4 and by_label(bad.number_input, "Seed").value == 0
+    assert by_label(bad.slider, "Grid side").value == 3 and by_label(bad.number_input, "Seed").value == 0
 
 
 def test_back_and_forward_show_the_view_of_that_history_entry(
@@ -305,7 +305,7 @@ def test_back_and_forward_show_the_view_of_that_history_entry(
     monkeypatch.setattr(link, "history_navigation", lambda: False)
     assert not at.exception, [e.message for e in at.exception]
     assert any("do not fit this model" in w.value for w in at.warning)
-    assert by_label(at.slider, "Grid side").value == 4
+    assert by_label(at.slider, "Grid side").value == 3
 
 
 def test_interpolate_link_carries_the_path_and_bad_messages_change_nothing(
@@ -435,7 +435,7 @@ def test_samples_stay_the_decoded_draws_as_single_temperatures_move(
         by_label(at.slider, f"T, level {level}").set_value(t).run()
         assert not problems(at), problems(at)
         temps[level - 1] = t
-        zs = model.sample_latents(16, temps, generator=torch.Generator().manual_seed(0))
+        zs = model.sample_latents(9, temps, generator=torch.Generator().manual_seed(0))
         shown = at.session_state["_memo:sample"][1][0]  # the frames the page's mosaic is made of
         assert np.array_equal(shown, compute.decode(model, zs)), (level, t)
 
@@ -466,8 +466,8 @@ def test_main_widgets_change_the_output(monkeypatch: pytest.MonkeyPatch, fixture
     changed(at, by_label(at.number_input, "Seed"), 7, "columns:")
 
     goto(at, "sample")
-    changed(at, by_label(at.number_input, "Seed"), 3, "16 samples")
-    changed(at, by_label(at.slider, "T, level 1"), 0.2, "16 samples")
+    changed(at, by_label(at.number_input, "Seed"), 3, "9 samples")
+    changed(at, by_label(at.slider, "T, level 1"), 0.2, "9 samples")
 
     goto(at, "attributes")
     changed(at, by_label(at.slider, "Strength"), -1.0, "s = ")
@@ -489,7 +489,7 @@ def test_every_page_works_without_a_gallery(monkeypatch: pytest.MonkeyPatch, fix
         if page == "latent_map":
             assert any("no gallery" in i.value for i in at.info)
     goto(at, "sample")
-    assert any(c.startswith("16 samples") for c in image_urls(at))
+    assert any(c.startswith("9 samples") for c in image_urls(at))
     # No page that needs only images opens empty: they start from distinct model samples.
     goto(at, "interpolate")
     assert by_label(at.radio, "Image A").value == "Sample" and not any("Upload a photo" in i.value for i in at.info)
@@ -600,6 +600,50 @@ def test_encode_how_it_works_and_histogram_show_one_bits_per_dim(
     assert plotly_array(water["y"])[-1] == pytest.approx(direct, abs=1e-3)
 
 
+def test_encode_reads_a_gallery_images_bits_per_dim_from_the_gallery_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A gallery image's bits/dim and terms come from the gallery's file (the histogram's numbers): one pass of the
+    flow fewer; an image the file does not hold is computed. The round trip is always computed on one path."""
+    from app.models import load_gallery
+    from nvp_core import gallery_latents
+
+    ckpt = make_fixture_model(tmp_path, "known", 1, 12, 2, seed=7)
+    gallery = ckpt.with_name("known.gallery.npz")
+    model, _ = load_model(ckpt)
+    g = load_gallery(gallery, 1, 12)
+    shipped = gallery_latents.compute(model, g.images[:30], g.labels[:30], latents=10)  # bits/dim of 30 of 40
+    gallery_latents.save(gallery_latents.shipped_path(ckpt), shipped, gallery_latents.key(ckpt, gallery))
+    computed: list[int] = []
+    real = compute.bits_per_dim_and_breakdown
+
+    def recorded(model: object, image: np.ndarray, index: int = 0) -> tuple[float, dict[str, float]]:
+        computed.append(index)
+        return real(model, image, index)  # type: ignore[arg-type]
+
+    encoded: list[np.ndarray] = []
+    real_encode = compute.encode
+
+    def encode(model: object, images: np.ndarray) -> list[torch.Tensor]:
+        encoded.append(images)
+        return real_encode(model, images)  # type: ignore[arg-type]
+
+    at = open_app(monkeypatch, ckpt)
+    monkeypatch.setenv("NVP_APP_GALLERY_MAX", "10")  # the histogram's share (open_app asks for more than the file has)
+    monkeypatch.setattr(compute, "bits_per_dim_and_breakdown", recorded)
+    monkeypatch.setattr(compute, "encode", encode)
+    goto(at, "encode")
+    for k in (3, 25, 35):
+        by_label(at.number_input, "Gallery image").set_value(k).run()
+        assert not problems(at), problems(at)
+        shown = next(m for m in at.metric if m.label == "bits/dim").value
+        want = shipped.bpd[k] if k < 30 else real(model, g.images[k], k)[0]
+        assert shown == f"{want:.3f}"
+        assert any("every pixel is reconstructed exactly" in c.value for c in at.caption)
+        assert np.array_equal(encoded[-1], g.images[k : k + 1])  # the latents of the round trip: this path's
+    assert computed == [35]
+
+
 def test_switching_between_models_that_share_a_gallery_shows_the_new_models_results(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -697,7 +741,7 @@ def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatc
     same settings and results, and no widget that cannot be set (buttons, uploads, downloads) is touched."""
     at = goto(open_app(monkeypatch, fixture_dir / "grey12.safetensors"), "sample")
     by_label(at.number_input, "Seed").set_value(11).run()
-    by_label(at.slider, "Grid side").set_value(3).run()
+    by_label(at.slider, "Grid side").set_value(5).run()
     goto(at, "interpolate")
     panel_change(at, weights=[1.0, 0.0])
     panel_change(at, steps=5)
@@ -707,8 +751,8 @@ def test_settings_survive_a_visit_to_another_page(monkeypatch: pytest.MonkeyPatc
     for page in PAGES:  # every page, with buttons, uploaders and downloads drawn along the way
         goto(at, page)
     goto(at, "sample")
-    assert by_label(at.number_input, "Seed").value == 11 and by_label(at.slider, "Grid side").value == 3
-    assert any(c.startswith("9 samples, seed 11") for c in image_urls(at)), list(image_urls(at))
+    assert by_label(at.number_input, "Seed").value == 11 and by_label(at.slider, "Grid side").value == 5
+    assert any(c.startswith("25 samples, seed 11") for c in image_urls(at)), list(image_urls(at))
     goto(at, "interpolate")
     assert panel_data(at)["settings"] == {"method": "linear", "steps": 5, "weights": [1.0, 0.0]}
     assert at.session_state["_memo:interp"][0] == memo, "the memoised path is reused, not recomputed"

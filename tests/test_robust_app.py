@@ -185,13 +185,13 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
     by_label(b.number_input, "Seed").set_value(22).run()
     by_label(b.slider, "T, level 1").set_value(0.3).run()
     ok(a), ok(b)
-    expect_samples(a, 11, 4, [0.8, 0.8])
-    expect_samples(b, 22, 4, [0.3, 0.8])
-    by_label(a.slider, "Grid side").set_value(3).run()
+    expect_samples(a, 11, 3, [0.8, 0.8])
+    expect_samples(b, 22, 3, [0.3, 0.8])
+    by_label(a.slider, "Grid side").set_value(5).run()
     by_label(b.slider, "T, level 2").set_value(1.1).run()
     ok(a), ok(b)
-    expect_samples(a, 11, 3, [0.8, 0.8])
-    expect_samples(b, 22, 4, [0.3, 1.1])
+    expect_samples(a, 11, 5, [0.8, 0.8])
+    expect_samples(b, 22, 3, [0.3, 1.1])
 
     a.switch_page("views/encode.py").run()
     b.switch_page("views/interpolate.py").run()
@@ -292,16 +292,17 @@ def test_sessions_share_results_that_are_the_same_and_cannot_change_them(monkeyp
     monkeypatch.setattr(compute, "decode_fine", lambda model, h, zs: calls.append(len(h)) or real(model, h, zs))
     a = _open(monkeypatch, models, "sample")
     b = _open(monkeypatch, models, "sample")
+    calls.clear()  # the default grid may or may not be another test's shared result already
     seed = 424_242  # not used by any other test: the shared results live as long as the process
     by_label(a.number_input, "Seed").set_value(seed).run()
-    assert calls == [16], calls
+    assert calls == [9], calls
     by_label(b.number_input, "Seed").set_value(seed).run()
-    assert calls == [16], "the second session must reuse the first one's grid"
+    assert calls == [9], "the second session must reuse the first one's grid"
     frames_a, frames_b = a.session_state["_memo:sample"][1][0], b.session_state["_memo:sample"][1][0]
     assert frames_a is frames_b and not frames_a.flags.writeable
     with pytest.raises(ValueError):
         frames_a[0, 0, 0, 0] = 1
     by_label(b.number_input, "Seed").set_value(seed + 1).run()
-    assert calls == [16, 16]
+    assert calls == [9, 9]
     assert not (b.session_state["_memo:sample"][1][0] == frames_a).all()
     assert not problems(a) and not problems(b)

@@ -46,13 +46,13 @@ def gallery_bits_per_dim(model: torch.nn.Module, images: np.ndarray | torch.Tens
 
 
 def write_latents(checkpoint: Path, count: int = gallery_latents.DEFAULT_COUNT) -> Path:
-    """Writes ``<name>.latents.npz`` for a shipped checkpoint and its ``<name>.gallery.npz`` (the app's model)."""
+    """Writes ``<name>.latents.npz`` for a shipped checkpoint and its ``<name>.gallery.npz`` (the app's model): the
+    latents of the first ``count`` gallery images and the bits/dim of all of them."""
     gallery = checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".gallery.npz")
     with np.load(gallery, allow_pickle=False) as g:
         images, labels = g["images"], g["labels"]
-    n = min(count, len(images))
     model, _ = load_model(checkpoint)
-    gl = gallery_latents.compute(model, images[:n], labels[:n])
+    gl = gallery_latents.compute(model, images, labels, latents=count)
     return gallery_latents.save(gallery_latents.shipped_path(checkpoint), gl, gallery_latents.key(checkpoint, gallery))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import streamlit as st
 
 from app import compute, state, widgets
@@ -28,10 +29,12 @@ state.set_current_image(ctx, picked)
 
 
 def analyse() -> tuple[list, dict[str, float], float, float, int, np.ndarray]:
+    # Latents and reconstruction on one arithmetic path, so the round trip's error is the flow's own.
     zs = compute.encode(model, image[None])
-    # One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show,
-    # with its terms from the same pass (three passes of the flow in all, with the latents and the reconstruction).
-    bpd, parts = compute.bits_per_dim_and_breakdown(model, image, index)
+    # One definition of bits/dim (nvp_core.likelihood): the same number How it works and the histogram show, with
+    # its terms from the same pass; a gallery image's are the gallery file's (computed once per model).
+    known = state.gallery_bits(ctx, image, index)
+    bpd, parts = known if known is not None else compute.bits_per_dim_and_breakdown(model, image, index)
     return zs, parts, bpd, *compute.reconstruction_error(model, image, zs)
 
 
@@ -77,8 +80,12 @@ if gl is not None:
         lo, hi = min(lo, bpd), max(hi, bpd)
     pad = 0.05 * (hi - lo + 1e-6)
     inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
+    # Kept encoded: a 600-pixel picture's PNG would otherwise be made again on every rerun of the page.
     hist = widgets.memo(
-        ctx, "encode_hist", (*image_key, len(gl.bpd)), lambda: compute.histogram_image(inside, bpd, lo - pad, hi + pad)
+        ctx,
+        "encode_hist",
+        (*image_key, len(gl.bpd)),
+        lambda: compute.png(compute.histogram_image(inside, bpd, lo - pad, hi + pad)),
     )
     widgets.picture(hist, 600, f"bits/dim of test images ({CONVENTION_SHORT})")
     pct = float((gl.bpd < bpd).mean() * 100)
@@ -113,7 +120,8 @@ for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
             widgets.latent_image(ctx, z[0], lv)
 
 st.subheader("Per-level statistics")
-rows = compute.level_table(model, zs, parts)
+# An Arrow table, made once per image: Streamlit sends it as it is (a list of rows goes through pandas each rerun).
+rows = widgets.memo(ctx, "encode_table", image_key, lambda: pa.Table.from_pylist(compute.level_table(model, zs, parts)))
 priors = sum(v for k, v in parts.items() if k.startswith("prior level"))
 st.dataframe(
     rows,

@@ -9,8 +9,8 @@ import torch
 from app import compute, link, state, widgets
 from nvp_core.latent import temperature_rows
 
-# 4×4 by default: the decode is most of a class's server CPU, and 16 samples already show the variety.
-GRID_SIDE = 4
+# 3×3 by default: the grid's decode is the largest cost of a class's server, and nine larger samples show the variety.
+GRID_SIDE = 3
 CARD_TEMPERATURES = (1.0, 0.85, 0.7, 0.5)  # the trainer's default sample rows (train.config), as in the model card
 
 ctx = state.current()
