@@ -3,7 +3,7 @@ and run by ``onnxruntime`` inside the same flow (the couplings, the log-determin
 torch), against the model as loaded (float32 NCHW) and the app's fast path, alternating.
 
     pip install onnxruntime onnx        # not dependencies of the project: this benchmark decides whether to add them
-    python -m bench.onnx_decode --batches 1,16 --repeats 7
+    python -m bench.onnx_decode --batches 1,9 --repeats 7
 
 Prints per batch the median time of a decode (``RealNVP.inverse`` of samples at T = 0.8, what Sample and every
 picture cost), the speed-up over the fast path, and how far the pictures move: the largest difference of the
@@ -87,7 +87,7 @@ def decode(model: RealNVP, batch: int) -> Tensor:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.onnx_decode", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=ROOT / "models" / "fashion_mnist.safetensors")
-    p.add_argument("--batches", default="1,16", help="comma list of decode batch sizes (Sample's grid is 16)")
+    p.add_argument("--batches", default="1,9", help="comma list of decode batch sizes (Sample's grid is 9)")
     p.add_argument("--repeats", type=int, default=7, help="alternating rounds per batch")
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads (the app's: 1 on 2 cores)")
     add_save_flag(p)
