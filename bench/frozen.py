@@ -1,7 +1,8 @@
-"""The s,t networks frozen for inference (``nvp_core.freezing``) against the same model eager, on the app's fast
-path: decodes and encodes alternating, one thread, and the same encodes from two threads at once (what a server's
-sessions do: an eager network holds the GIL between its operations, a frozen one does not), with how far the
-frozen pictures move from float32 NCHW.
+"""The flow's stages frozen for inference (``nvp_core.freezing``) against the same model eager, on the app's fast
+path: decodes and encodes alternating, one thread; the same encodes beside a thread that runs Python (what a
+server's other sessions do between their model calls: every torch call from Python gives up the GIL and waits a
+switch interval to win it back), and from two threads at once; with how far the frozen pictures move from float32
+NCHW.
 
     python -m bench.frozen                      # the shipped model
     python -m bench.frozen --repeats 3 --model models/digits.safetensors
@@ -54,6 +55,30 @@ def two_threads(fn: Callable[[], object], calls: int) -> float:
     return time.perf_counter() - t
 
 
+def beside_python(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call of ``fn`` while another thread runs pure Python the whole time."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        x = 0
+        while not stop.is_set():
+            for i in range(1000):
+                x += i
+
+    other = threading.Thread(target=busy)
+    other.start()
+    try:
+        with torch.no_grad():
+            fn()  # warm-up
+            t = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            return (time.perf_counter() - t) / calls
+    finally:
+        stop.set()
+        other.join()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.frozen", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", type=Path, default=ROOT / "models" / "fashion_mnist.safetensors")
@@ -81,12 +106,17 @@ def _run(args: argparse.Namespace) -> int:
     rows = []
     for what, calls in (
         ("decode 1", {"eager": decode(eager, 1), "frozen": decode(frozen, 1)}),
+        ("decode 9", {"eager": decode(eager, 9), "frozen": decode(frozen, 9)}),
         ("decode 16", {"eager": decode(eager, 16), "frozen": decode(frozen, 16)}),
         ("encode 1", {"eager": encode(eager), "frozen": encode(frozen)}),
     ):
         times = time_alternating(calls, args.repeats + 1)
         e, f = (1e3 * median(times[k][1:]) for k in ("eager", "frozen"))
         rows.append({"what": what, "eager ms": round(e, 1), "frozen ms": round(f, 1), "speed-up": round(e / f, 2)})
+    busy = [(beside_python(encode(eager), 3), beside_python(encode(frozen), args.calls)) for _ in range(2)]
+    e, f = (min(v) for v in zip(*busy, strict=True))
+    rows.append({"what": "encode 1 beside busy Python", "eager ms": round(1e3 * e, 1),
+                 "frozen ms": round(1e3 * f, 1), "speed-up": round(e / f, 2)})  # fmt: skip
     pair = [(two_threads(encode(eager), args.calls), two_threads(encode(frozen), args.calls)) for _ in range(2)]
     e, f = (min(v) for v in zip(*pair, strict=True))
     rows.append({"what": f"2 threads x {args.calls} encodes (s)", "eager ms": round(1e3 * e, 1),

@@ -33,6 +33,15 @@ class Bijector(nn.Module):
         """A short human-readable name for tables (how-it-works, traces); layers override it with details."""
         return type(self).__name__
 
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``forward(x)`` and the log-det ``[B]`` of each of its parts in order (a plain layer is its one part)."""
+        y, logdet = self(x)
+        return y, logdet, [logdet]
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of ``forward``'s output (without the batch) for an input of ``shape``; most layers keep it."""
+        return shape
+
 
 class Sequential(Bijector):
     """A chain of bijectors applied in order; the log-det is the sum of the parts' log-dets."""
@@ -47,11 +56,18 @@ class Sequential(Bijector):
         return cast("Sequence[Bijector]", self.layers)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        y, logdet, _ = self.forward_parts(x)
+        return y, logdet
+
+    def forward_parts(self, x: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        # One sum for forward, trace and a frozen graph of this chain, so their log-dets agree to the bit.
         logdet = x.new_zeros(x.shape[0])
+        parts = []
         for layer in self.parts:
             x, ld = layer(x)
+            parts.append(ld)
             logdet = logdet + ld
-        return x, logdet
+        return x, logdet, parts
 
     def inverse(self, y: Tensor) -> Tensor:
         for layer in reversed(self.parts):
@@ -60,11 +76,13 @@ class Sequential(Bijector):
 
     def trace(self, x: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
         """Like :meth:`forward`, but also returns ``(layer name, logdet[B])`` for every layer."""
-        parts: list[tuple[str, Tensor]] = []
+        y, _, parts = self.forward_parts(x)
+        return y, [(layer.describe(), ld) for layer, ld in zip(self.parts, parts, strict=True)]
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         for layer in self.parts:
-            x, ld = layer(x)
-            parts.append((layer.describe(), ld))
-        return x, parts
+            shape = layer.output_shape(shape)
+        return shape
 
 
 def sum_except_batch(x: Tensor) -> Tensor:

@@ -116,26 +116,38 @@ class RealNVP(nn.Module):
 
     def _encode(self, x: Tensor, trace: bool) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
         self._check_input(x)
-        parts: list[tuple[str, Tensor]] = []
-        h, logdet = self.preprocess(x)
-        if trace:
-            parts.append((self.preprocess.describe(), logdet))
+        h, logdet, pre = self._stage_forward(0, x)
+        parts = [(self.preprocess.describe(), pre[0])] if trace else []
         zs: list[Tensor] = []
         for i, scale in enumerate(self.scale_flows):
+            h, ld, layer_parts = self._stage_forward(i + 1, h)
             if trace:
-                h, layer_parts = scale.trace(h)
-                ld = h.new_zeros(h.shape[0])
-                for name, part in layer_parts:
-                    parts.append((f"scale {i + 1}: {name}", part))
-                    ld = ld + part
-            else:
-                h, ld = scale(h)
+                parts += [(f"scale {i + 1}: {m.describe()}", p) for m, p in zip(scale.parts, layer_parts, strict=True)]
             logdet = logdet + ld
             if i < len(self.scales) - 1:
                 h, z = h.chunk(2, dim=1)
                 zs.append(z)
         zs.append(h)
         return zs, logdet, parts
+
+    @property
+    def stages(self) -> list[Bijector]:
+        """The flow's stages, data → latent: the logit preprocessing, then each scale. A model frozen for inference
+        (:mod:`nvp_core.freezing`) runs each stage as one graph; latents are factored out between them."""
+        return [self.preprocess, *self.scale_flows]
+
+    def _stage_forward(self, i: int, h: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        frozen = self.__dict__.get("frozen")  # set by nvp_core.freezing: the same stages, traced for inference
+        if frozen is not None and not torch.is_grad_enabled():
+            y, logdet, *parts = frozen.forward[i](h)
+            return y, logdet, parts
+        return self.stages[i].forward_parts(h)
+
+    def _stage_inverse(self, i: int, y: Tensor) -> Tensor:
+        frozen = self.__dict__.get("frozen")
+        if frozen is not None and not torch.is_grad_enabled():
+            return frozen.inverse[i](y)  # type: ignore[no-any-return]
+        return self.stages[i].inverse(y)
 
     def trace(self, x: Tensor) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
         """Latents, the total log-det ``[B]`` and the log-det of every layer in order, as ``(name, logdet[B])``
@@ -148,25 +160,20 @@ class RealNVP(nn.Module):
         """Latents and one :class:`LayerRow` per layer, in the order the layers act (the logit preprocessing,
         then each scale's couplings, batch norms and squeeze, then factoring out half of the dimensions as a
         latent level), for teaching: a page displays these rows rather than walking the layers itself. The
-        rows' log-dets sum to the log-det of :meth:`forward`."""
-        self._check_input(x)
-        h, ld = self.preprocess(x)
+        rows' log-dets are :meth:`trace`'s, from the same pass as :meth:`forward`'s."""
+        zs, _, named = self._encode(x, trace=True)
+        lds = iter(ld for _, ld in named)
         count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-        pre = self.preprocess
-        rows = [LayerRow(0, pre.describe(), tuple(x.shape[1:]), tuple(h.shape[1:]), count(pre), ld)]
-        zs: list[Tensor] = []
-        for i, scale in enumerate(self.scale_flows):
-            for layer in scale.parts:
-                before = tuple(h.shape[1:])
-                h, ld = layer(h)
-                rows.append(LayerRow(i + 1, layer.describe(), before, tuple(h.shape[1:]), count(layer), ld))
-            if i < len(self.scales) - 1:
-                before = tuple(h.shape[1:])
-                h, z = h.chunk(2, dim=1)
-                zs.append(z)
-                zero = h.new_zeros(h.shape[0])
-                rows.append(LayerRow(i + 1, f"factor out → latent level {i + 1}", before, tuple(z.shape[1:]), 0, zero))
-        zs.append(h)
+        shape, rows = tuple(x.shape[1:]), []
+        for s, stage in enumerate(self.stages):
+            for layer in stage.parts if isinstance(stage, Sequential) else [stage]:
+                out = layer.output_shape(shape)
+                rows.append(LayerRow(s, layer.describe(), shape, out, count(layer), next(lds)))
+                shape = out
+            if 0 < s < len(self.stages) - 1:
+                z_shape = self.latent_shapes[s - 1]
+                rows.append(LayerRow(s, f"factor out → latent level {s}", shape, z_shape, 0, x.new_zeros(x.shape[0])))
+                shape = (shape[0] - z_shape[0], *shape[1:])
         return zs, rows
 
     def inverse(self, zs: Sequence[Tensor]) -> Tensor:
@@ -192,7 +199,7 @@ class RealNVP(nn.Module):
         for i in range(L - 1, k - 1, -1):
             if i < L - 1:
                 h = torch.cat([h, zs_coarse[i - k]], dim=1)
-            h = self.scale_flows[i].inverse(h)
+            h = self._stage_inverse(i + 1, h)
         return h
 
     def inverse_fine(self, h: Tensor, zs_fine: Sequence[Tensor]) -> Tensor:
@@ -203,8 +210,8 @@ class RealNVP(nn.Module):
             raise ValueError(f"expected 0 to {self.num_levels - 1} fine latent levels, got {k}")
         self._check_levels(zs_fine, 0)
         for i in range(k - 1, -1, -1):
-            h = self.scale_flows[i].inverse(torch.cat([h, zs_fine[i]], dim=1))
-        return self.preprocess.inverse(h).clamp(0.0, 1.0)
+            h = self._stage_inverse(i + 1, torch.cat([h, zs_fine[i]], dim=1))
+        return self._stage_inverse(0, h).clamp(0.0, 1.0)
 
     def _check_levels(self, zs: Sequence[Tensor], first: int) -> None:
         """Checks the shapes of latents of levels ``first+1 .. first+len(zs)``."""

@@ -101,9 +101,6 @@ class ResNet(nn.Module):
     memory_format: torch.memory_format = torch.contiguous_format
 
     def forward(self, x: Tensor) -> Tensor:
-        frozen = self.__dict__.get("frozen")  # set by nvp_core.freezing: the same network, traced for inference
-        if frozen is not None and not torch.is_grad_enabled():
-            return frozen(x)  # type: ignore[no-any-return]
         if self.memory_format == torch.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         h = self.blocks(self.inp(x))

@@ -24,6 +24,10 @@ class Squeeze(Bijector):
     def describe(self) -> str:
         return "squeeze 2x2"
 
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        c, h, w = shape
+        return (4 * c, h // 2, w // 2)
+
 
 class CheckerboardOrder(Bijector):
     """Reorders the channels of a squeezed tensor ``[B, 4C, h, w]`` so that the first ``2C`` channels hold the

@@ -1,16 +1,18 @@
-"""The s,t networks frozen for inference (``nvp_core.freezing``): the same function as the eager networks, on
-random non-trivial weights, and only where autograd is off."""
+"""The flow's stages frozen for inference (``nvp_core.freezing``): the same function as the eager stages, on random
+non-trivial weights, only where autograd is off, with every pass that shares stages agreeing to the bit."""
 
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from flow_helpers import nontrivial_model
+from torch.overrides import TorchFunctionMode
 
 from nvp_core import FlowConfig
 from nvp_core.fastpath import FastPath
-from nvp_core.freezing import freeze, is_frozen, try_freezing, unfreeze
+from nvp_core.freezing import FrozenStages, freeze, is_frozen, try_freezing, unfreeze
 
 CFG = FlowConfig(in_channels=1, image_size=8, num_scales=2, mid_channels=8, num_blocks=2)
 
@@ -19,7 +21,7 @@ def _images(n: int = 5) -> torch.Tensor:
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(3)) * 0.9 + 0.05
 
 
-def test_frozen_networks_compute_the_same_flow_at_any_batch() -> None:
+def test_frozen_stages_compute_the_same_flow_at_any_batch() -> None:
     model = nontrivial_model(CFG, dtype=torch.float32, strength=0.5)
     eager = copy.deepcopy(model)
     params = {k: v.clone() for k, v in model.state_dict().items()}
@@ -40,19 +42,62 @@ def test_frozen_networks_compute_the_same_flow_at_any_batch() -> None:
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in eager.parameters())
 
 
-def test_with_autograd_on_the_eager_networks_run_and_give_gradients() -> None:
+def test_passes_that_share_stages_agree_to_the_bit_when_frozen() -> None:
+    """forward and trace (the bits/dim and its terms), trace_layers (How it works) and the inverse and its
+    coarse/fine halves (Interpolate) run the same graphs, so their numbers are one number."""
+    model = freeze(nontrivial_model(FlowConfig(1, 8, num_scales=3, mid_channels=8, num_blocks=1), strength=0.5).float())
+    x = _images(3)
+    with torch.inference_mode():
+        zs, logdet = model(x)
+        zs_t, logdet_t, parts = model.trace(x)
+        zs_l, rows = model.trace_layers(x)
+        assert torch.equal(logdet, logdet_t)
+        assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(zs, zs_t, zs_l, strict=True))
+        layer_lds = [r.logdet for r in rows if not r.layer.startswith("factor out")]
+        assert all(torch.equal(p, ld) for (_, p), ld in zip(parts, layer_lds, strict=True))
+        whole = model.inverse(zs)
+        for k in range(model.num_levels):
+            assert torch.equal(model.inverse_fine(model.inverse_coarse(zs[k:]), zs[:k]), whole)
+
+
+def test_a_frozen_pass_gives_up_the_gil_a_few_times_not_hundreds() -> None:
+    """Every torch call from Python gives up the GIL and must win it back from a server's other sessions; a frozen
+    pass makes a few such calls per stage where an eager one makes one per operation."""
+
+    class Count(TorchFunctionMode):
+        calls = 0
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            Count.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    def calls(model: Any) -> int:
+        Count.calls = 0
+        with torch.inference_mode(), Count():
+            model.inverse(model(_images(2))[0])
+        return Count.calls
+
     model = nontrivial_model(CFG, dtype=torch.float32, strength=0.5)
-    freeze(model)
+    eager = calls(model)
+    frozen = calls(freeze(model))
+    assert frozen <= 8 * len(model.stages) and 10 * frozen < eager, (frozen, eager)
+
+
+def test_with_autograd_on_the_eager_stages_run_and_give_gradients() -> None:
+    model = freeze(nontrivial_model(CFG, dtype=torch.float32, strength=0.5))
+    graphs = model.__dict__["frozen"]
     called = []
-    net = next(m for m in model.modules() if "frozen" in m.__dict__)
-    real = net.__dict__["frozen"]
-    net.__dict__["frozen"] = lambda x: called.append(1) or real(x)
+
+    def counted(fns: list) -> list:
+        return [lambda h, f=f: called.append(1) or f(h) for f in fns]
+
+    model.__dict__["frozen"] = FrozenStages(counted(graphs.forward), counted(graphs.inverse))
     model.log_prob(_images(2)).sum().backward()
-    grads = [p.grad for p in net.parameters()]
+    grads = [p.grad for p in model.parameters()]
     assert not called and all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
     with torch.no_grad():
-        model(_images(2))
-    assert called
+        model.inverse(model(_images(2))[0])
+    assert len(called) == 2 * len(model.stages)
     unfreeze(model)
     assert not is_frozen(model)
 
