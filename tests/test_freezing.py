@@ -104,11 +104,11 @@ def test_with_autograd_on_the_eager_stages_run_and_give_gradients() -> None:
 
 def test_try_freezing_keeps_it_only_when_faithful_and_reports_why() -> None:
     model = nontrivial_model(CFG, dtype=torch.float32, strength=0.5)
-    report = try_freezing(model, FastPath(None, True), batch=4, rounds=2)
-    assert {"max_grey_levels", "max_bpd_diff", "frozen_ms", "eager_ms", "frozen"} <= report.keys()
+    report = try_freezing(model, FastPath(None, True))
+    assert {"max_grey_levels", "max_bpd_diff", "frozen"} <= report.keys()
     assert report["max_grey_levels"] <= 1 and report["max_bpd_diff"] <= 1e-4
-    assert report["frozen"] == is_frozen(model) == (report["frozen_ms"] <= report["eager_ms"])
-    strict = try_freezing(model, FastPath(None, True), batch=4, rounds=2, max_grey_levels=-1)  # nothing passes
+    assert report["frozen"] is is_frozen(model) is True
+    strict = try_freezing(model, FastPath(None, True), max_grey_levels=-1)  # nothing passes
     assert strict["frozen"] is False and not is_frozen(model)
     bf16 = try_freezing(model, FastPath(torch.bfloat16, True))
     assert bf16["frozen"] is False and "float32" in bf16["why"]
