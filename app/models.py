@@ -42,7 +42,7 @@ def prepare_app_model(model: RealNVP) -> dict[str, Any]:
     running the fast path measured for this machine and model (:func:`nvp_core.fastpath_choice.configure`, cached per
     machine; ``$NVP_FASTPATH`` overrides it) among the paths that draw the same pictures as float32 (within one
     grey level) and compute the same numbers (bits/dim, reconstruction error), checked on this model's weights, and
-    with its stages frozen for inference where that keeps the pictures
+    frozen for inference where that keeps the pictures
     (:func:`nvp_core.freezing.try_freezing`; ``$NVP_APP_FROZEN=off`` keeps them eager). Returns what was chosen, to
     be shown with the model's details."""
     for p in model.parameters():

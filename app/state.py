@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 import numpy as np
 import streamlit as st
 
-from app import link
+from app import link, prepared
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
 from nvp_core import gallery_latents as gallery_latents_file
@@ -46,25 +46,28 @@ def stamp(path: Path) -> str:
 
 
 class _Loaded:
-    """A loaded model (frozen, eval mode, float32) and its fast path. Measuring the fast path takes seconds, so it
-    runs in a background thread on a copy: until it is done, pages use the model as loaded (float32 NCHW, the
-    reference every fast path is checked against), then the prepared copy. ``$NVP_FASTPATH`` naming a path
-    decides at once. ``prepared`` is set once the choice is made (or failed: the model as loaded stays)."""
+    """A loaded model (eval mode, float32, parameters fixed) and its fast path. Preparing it takes seconds, so it
+    runs in a background thread on a copy, from the disk cache or in a child process (:mod:`app.prepared`): until
+    it is done, pages use the model as loaded (float32 NCHW, the reference every fast path is checked against),
+    then the prepared copy. ``$NVP_FASTPATH`` naming a path prepares in this process at once. ``prepared`` is set
+    once the choice is made (or failed: the model as loaded stays)."""
 
-    def __init__(self, model: RealNVP, meta: dict[str, Any]) -> None:
+    def __init__(self, path: Path, model: RealNVP, meta: dict[str, Any]) -> None:
         for p in model.parameters():
             p.requires_grad_(False)
         self.current = model, {**meta, "fastpath": {"path": "fp32-nchw", "source": "being measured"}}
         self.prepared = threading.Event()
         if os.environ.get(ENV_OVERRIDE, "").strip() not in ("", "auto", "fp32", "bf16"):
-            self._prepare(model)
+            self._prepare(model, None)
         else:
             # Not a daemon: the interpreter waits for it at exit (seconds) rather than abort inside torch.
-            threading.Thread(target=self._prepare, args=(copy.deepcopy(model),), daemon=False).start()
+            threading.Thread(target=self._prepare, args=(copy.deepcopy(model), path), daemon=False).start()
 
-    def _prepare(self, model: RealNVP) -> None:
+    def _prepare(self, model: RealNVP, path: Path | None) -> None:
         try:
-            chosen = prepare_app_model(model)  # the measured fast path, same pictures and numbers as float32
+            # The measured fast path, same pictures and numbers as float32; made where the sessions' Python does not
+            # hold up its thousands of torch calls when it can be (a child process), else here.
+            chosen = (prepared.load_or_make(model, path) if path is not None else None) or prepare_app_model(model)
             self.current = model, {**self.current[1], "fastpath": chosen}  # one assignment: runs see either
         except Exception as e:  # a measurement that fails leaves the model as loaded: the reference path
             log.warning("fast path not chosen (%s: %s); the model runs as loaded", type(e).__name__, e)
@@ -74,7 +77,7 @@ class _Loaded:
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)
 def _load(path: str, version: str) -> _Loaded:
-    return _Loaded(*load_model(path))
+    return _Loaded(Path(path), *load_model(path))
 
 
 def app_model(path: Path, wait_s: float = 0.0) -> tuple[RealNVP, dict[str, Any]]:

@@ -113,10 +113,11 @@ def _run(args: argparse.Namespace) -> int:
         times = time_alternating(calls, args.repeats + 1)
         e, f = (1e3 * median(times[k][1:]) for k in ("eager", "frozen"))
         rows.append({"what": what, "eager ms": round(e, 1), "frozen ms": round(f, 1), "speed-up": round(e / f, 2)})
-    busy = [(beside_python(encode(eager), 3), beside_python(encode(frozen), args.calls)) for _ in range(2)]
-    e, f = (min(v) for v in zip(*busy, strict=True))
-    rows.append({"what": "encode 1 beside busy Python", "eager ms": round(1e3 * e, 1),
-                 "frozen ms": round(1e3 * f, 1), "speed-up": round(e / f, 2)})  # fmt: skip
+    for what, make in (("encode 1", encode), ("decode 1", lambda m: decode(m, 1))):
+        busy = [(beside_python(make(eager), 3), beside_python(make(frozen), args.calls)) for _ in range(2)]
+        e, f = (min(v) for v in zip(*busy, strict=True))
+        rows.append({"what": f"{what} beside busy Python", "eager ms": round(1e3 * e, 1),
+                     "frozen ms": round(1e3 * f, 1), "speed-up": round(e / f, 2)})  # fmt: skip
     pair = [(two_threads(encode(eager), args.calls), two_threads(encode(frozen), args.calls)) for _ in range(2)]
     e, f = (min(v) for v in zip(*pair, strict=True))
     rows.append({"what": f"2 threads x {args.calls} encodes (s)", "eager ms": round(1e3 * e, 1),

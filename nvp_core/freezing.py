@@ -1,13 +1,14 @@
-"""Inference with the flow's stages traced and frozen by TorchScript: the same flow, each stage run as one graph.
+"""Inference with the flow traced and frozen by TorchScript: the same flow, its forward pass run as one graph and
+the inverse of each stage (the logit preprocessing, each scale: :attr:`nvp_core.RealNVP.stages`) as one graph.
 
-A stage is the logit preprocessing or one scale (:attr:`nvp_core.RealNVP.stages`). Freezing makes the weights
-constants (weight norm computed once, each batch norm that follows a convolution folded into it), and a stage's
-graph runs without the Python interpreter. That matters most in a server: an eager pass makes about five hundred
-small calls, each of which gives up the GIL and has to win it back from the other sessions' Python (a switch
-interval each, 5 ms by default), while a frozen pass gives it up about a dozen times. Forward, :meth:`trace`,
-the inverse and its coarse/fine halves all run the same graphs, so their numbers agree to the bit as they do
-eager. Inference only (autograd off); the parameters stay on the model (for counting, saving and training, which
-run eagerly). Whether it keeps the pictures is checked on each model's weights by :func:`try_freezing`.
+Freezing makes the weights constants (weight norm computed once, each batch norm that follows a convolution folded
+into it), and a graph runs without the Python interpreter. That matters most in a server: an eager pass makes about
+five hundred small calls, each of which gives up the GIL and has to win it back from the other sessions' Python (a
+switch interval, 5 ms by default, each time), while a frozen pass gives it up a few times. :meth:`forward`,
+:meth:`trace` and :meth:`trace_layers` read the one forward graph, and the inverse and its coarse/fine halves run the
+same stage graphs, so their numbers agree to the bit as they do eager. Inference only (autograd off); the parameters
+stay on the model (for counting, saving and training, which run eagerly). Whether it keeps the pictures is checked
+on each model's weights by :func:`try_freezing`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,22 +28,23 @@ from .model import RealNVP
 
 
 @dataclass(frozen=True)
-class FrozenStages:
-    """Per stage (index as in :attr:`RealNVP.stages`): ``forward[i](x) -> (y, logdet, *per-layer log-dets)`` and
-    ``inverse[i](y) -> x``. Kept as a plain attribute of the model: not a submodule, not in the state dict."""
+class FrozenFlow:
+    """The graphs a frozen model runs: ``encode(x) -> (*zs, logdet, per-layer log-dets [layers, B])``, the whole
+    forward pass, and per stage (index as in :attr:`RealNVP.stages`) ``inverse[i](y) -> x``. Kept as a plain
+    attribute of the model: not a submodule, not in the state dict."""
 
-    forward: list[Callable[[Tensor], Any]]
+    encode: Callable[[Tensor], Any]
     inverse: list[Callable[[Tensor], Tensor]]
 
 
-class _Forward(nn.Module):
-    def __init__(self, stage: Bijector) -> None:
+class _Encode(nn.Module):
+    def __init__(self, model: RealNVP) -> None:
         super().__init__()
-        self.stage = stage
+        self.model = model
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        y, logdet, parts = self.stage.forward_parts(x)
-        return (y, logdet, *parts)
+        zs, logdet, parts = self.model.encode_parts(x)
+        return (*zs, logdet, torch.stack(parts))  # one output for the parts: each output costs a GIL hand-over
 
 
 class _Inverse(nn.Module):
@@ -54,7 +57,7 @@ class _Inverse(nn.Module):
 
 
 def unfreeze(model: RealNVP) -> RealNVP:
-    """Back to the eager stages (in place)."""
+    """Back to the eager passes (in place)."""
     model.__dict__.pop("frozen", None)
     return model
 
@@ -63,50 +66,67 @@ def is_frozen(model: RealNVP) -> bool:
     return "frozen" in model.__dict__
 
 
-def _stage_inputs(model: RealNVP, batch: int) -> tuple[list[Tensor], list[Tensor]]:
-    """Each stage's input in an encode and in a decode of ``batch`` samples, recorded as the eager model runs."""
-    n = len(model.stages)
-    fwd: list[Tensor] = [torch.empty(0)] * n
-    inv: list[Tensor] = [torch.empty(0)] * n
+def _inverse_inputs(model: RealNVP, zs: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    """Each stage's input in the eager decode of ``zs``, and the decoded images."""
+    inputs: list[Tensor] = [torch.empty(0)] * len(model.stages)
 
-    def rec(store: list[Tensor], i: int, run: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
-        def f(h: Tensor) -> Any:
-            store[i] = h.clone()
-            return run(h)
+    def recorded(i: int, stage: Bijector) -> Callable[[Tensor], Tensor]:
+        def f(y: Tensor) -> Tensor:
+            inputs[i] = y.clone()
+            return stage.inverse(y)
 
         return f
 
-    stages = model.stages
-    model.__dict__["frozen"] = FrozenStages(  # the eager modules that are traced, recording their inputs
-        [rec(fwd, i, _Forward(s)) for i, s in enumerate(stages)],
-        [rec(inv, i, _Inverse(s)) for i, s in enumerate(stages)],
-    )
+    model.__dict__["frozen"] = FrozenFlow(model.encode_parts, [recorded(i, s) for i, s in enumerate(model.stages)])
     try:
         with torch.no_grad():
-            model(model.inverse(model.sample_latents(batch, 0.5, torch.Generator().manual_seed(0))))
+            x = model.inverse(zs)
     finally:
         unfreeze(model)
-    return fwd, inv
+    return inputs, x
 
 
 def freeze(model: RealNVP, batch: int = 2) -> RealNVP:
-    """Traces each stage of ``model`` (eval mode, its fast path applied) forward and inverse at its input in a
-    pass of ``batch`` samples and freezes the graphs; the model then runs them whenever autograd is off (in place).
-    """
+    """Traces ``model``'s forward pass (eval mode, its fast path applied), and the inverse of each of its stages, at
+    the inputs of a decode of ``batch`` samples and its encode, and freezes the graphs; the model then runs them
+    whenever autograd is off (in place)."""
     unfreeze(model)
-    fwd, inv = _stage_inputs(model, batch)
+    zs = model.sample_latents(batch, 0.5, torch.Generator().manual_seed(0))
+    inputs, x = _inverse_inputs(model, zs)
 
     def graph(module: nn.Module, x: Tensor) -> Any:
-        return torch.jit.freeze(torch.jit.trace(module.eval(), x, check_trace=False))
+        return torch.jit.freeze(torch.jit.trace(module.eval(), x.clone(), check_trace=False))
 
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")  # TorchScript's notices (tracer, maintenance mode)
-        frozen = FrozenStages(
-            [graph(_Forward(s), x.clone()) for s, x in zip(model.stages, fwd, strict=True)],
-            [graph(_Inverse(s), y.clone()) for s, y in zip(model.stages, inv, strict=True)],
+        frozen = FrozenFlow(
+            graph(_Encode(model), x), [graph(_Inverse(s), y) for s, y in zip(model.stages, inputs, strict=True)]
         )
     model.__dict__["frozen"] = frozen
     return model
+
+
+def save_frozen(model: RealNVP, folder: Path) -> None:
+    """Writes ``model``'s frozen graphs into ``folder`` as TorchScript archives (graphs and constants, no Python
+    objects): for a cache this package writes and reads, never for files from elsewhere."""
+    frozen: FrozenFlow = model.__dict__["frozen"]
+    folder.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's maintenance-mode notices
+        torch.jit.save(frozen.encode, str(folder / "encode.pt"))
+        for i, g in enumerate(frozen.inverse):
+            torch.jit.save(g, str(folder / f"inverse{i}.pt"))
+
+
+def load_frozen(model: RealNVP, folder: Path) -> None:
+    """Runs ``model`` on the graphs :func:`save_frozen` wrote for it (raises when they are missing or unreadable)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frozen = FrozenFlow(
+            torch.jit.load(str(folder / "encode.pt")),
+            [torch.jit.load(str(folder / f"inverse{i}.pt")) for i in range(len(model.stages))],
+        )
+    model.__dict__["frozen"] = frozen
 
 
 @torch.no_grad()

@@ -116,32 +116,41 @@ class RealNVP(nn.Module):
 
     def _encode(self, x: Tensor, trace: bool) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
         self._check_input(x)
-        h, logdet, pre = self._stage_forward(0, x)
-        parts = [(self.preprocess.describe(), pre[0])] if trace else []
+        frozen = self.__dict__.get("frozen")  # set by nvp_core.freezing: the same pass, traced for inference
+        if frozen is not None and not torch.is_grad_enabled():
+            *zs, logdet, stacked = frozen.encode(x)
+            parts: Sequence[Tensor] = stacked.unbind(0) if trace else []
+        else:
+            zs, logdet, parts = self.encode_parts(x)
+        return zs, logdet, list(zip(self._layer_names(), parts, strict=True)) if trace else []
+
+    def encode_parts(self, x: Tensor) -> tuple[list[Tensor], Tensor, list[Tensor]]:
+        """:meth:`forward` and the log-det ``[B]`` of every layer in order (the logit preprocessing, then each
+        scale's layers): the one walk through the stages that every forward pass is (eager or frozen)."""
+        h, logdet, parts = self.preprocess.forward_parts(x)
         zs: list[Tensor] = []
         for i, scale in enumerate(self.scale_flows):
-            h, ld, layer_parts = self._stage_forward(i + 1, h)
-            if trace:
-                parts += [(f"scale {i + 1}: {m.describe()}", p) for m, p in zip(scale.parts, layer_parts, strict=True)]
+            h, ld, layer_parts = scale.forward_parts(h)
+            parts += layer_parts
             logdet = logdet + ld
-            if i < len(self.scales) - 1:
+            if i < len(self.scale_flows) - 1:
                 h, z = h.chunk(2, dim=1)
                 zs.append(z)
         zs.append(h)
         return zs, logdet, parts
 
+    def _layer_names(self) -> list[str]:
+        names = [self.preprocess.describe()]
+        for i, scale in enumerate(self.scale_flows):
+            names += [f"scale {i + 1}: {m.describe()}" for m in scale.parts]
+        return names
+
     @property
     def stages(self) -> list[Bijector]:
-        """The flow's stages, data → latent: the logit preprocessing, then each scale. A model frozen for inference
-        (:mod:`nvp_core.freezing`) runs each stage as one graph; latents are factored out between them."""
+        """The flow's stages, data → latent: the logit preprocessing, then each scale (latents are factored out
+        between them). A model frozen for inference (:mod:`nvp_core.freezing`) runs the forward pass as one graph and
+        the inverse of each stage as one graph, so that a decode can stop or start between stages."""
         return [self.preprocess, *self.scale_flows]
-
-    def _stage_forward(self, i: int, h: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        frozen = self.__dict__.get("frozen")  # set by nvp_core.freezing: the same stages, traced for inference
-        if frozen is not None and not torch.is_grad_enabled():
-            y, logdet, *parts = frozen.forward[i](h)
-            return y, logdet, parts
-        return self.stages[i].forward_parts(h)
 
     def _stage_inverse(self, i: int, y: Tensor) -> Tensor:
         frozen = self.__dict__.get("frozen")

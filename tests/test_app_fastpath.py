@@ -39,7 +39,7 @@ def test_pages_run_before_the_choice_and_switch_to_it_keeping_the_settings(
         path.apply(model)
         return {**Choice(path, "measured").to_dict(), "freezing": {"frozen": False}}
 
-    monkeypatch.setattr(state, "prepare_app_model", slow_choice)
+    monkeypatch.setattr(state.prepared, "load_or_make", lambda model, _path: slow_choice(model))
     st.cache_resource.clear()
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert not problems(at), problems(at)
