@@ -103,7 +103,17 @@ def freeze(model: RealNVP, batch: int = 2) -> RealNVP:
             graph(_Encode(model), x), [graph(_Inverse(s), y) for s, y in zip(model.stages, inputs, strict=True)]
         )
     model.__dict__["frozen"] = frozen
+    _warm(model)
     return model
+
+
+def _warm(model: RealNVP) -> None:
+    """Two passes at batch 1: TorchScript profiles a graph on its first call and optimises it on the second (each
+    takes several times a pass), which should not fall on a reader's first clicks."""
+    zs = model.sample_latents(1, 0.5, torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        for _ in range(2):
+            model(model.inverse(zs))
 
 
 def save_frozen(model: RealNVP, folder: Path) -> None:
@@ -127,6 +137,7 @@ def load_frozen(model: RealNVP, folder: Path) -> None:
             [torch.jit.load(str(folder / f"inverse{i}.pt")) for i in range(len(model.stages))],
         )
     model.__dict__["frozen"] = frozen
+    _warm(model)
 
 
 @torch.no_grad()
