@@ -89,6 +89,8 @@ def main(argv: list[str]) -> int:
     from app.models import prepare_app_model  # the app's one definition of a prepared model
 
     checkpoint, folder, threads = Path(argv[0]), Path(argv[1]), int(argv[2])
+    if hasattr(os, "nice"):
+        os.nice(10)  # background work: the server's sessions come first
     torch.set_num_threads(threads)
     torch.set_grad_enabled(False)
     model, _ = load_model(checkpoint)
