@@ -4,8 +4,9 @@ once per checkpoint and machine in a child process and kept on disk.
 Preparing runs a few thousand small torch calls from Python (reference pictures, tracing); in the server, each of
 them gives up the GIL and waits for the sessions' Python to hand it back (``python -m bench.frozen`` measures that
 wait on one eager pass), so the preparation would crawl while a class is busy and the pages run on the slower model
-as loaded meanwhile. A child process has a GIL of its own: it prepares the model, writes the frozen graphs and its report to the cache,
-and the server loads them in a fraction of a second; the next start of any server on this machine only loads them.
+as loaded meanwhile. A child process has a GIL of its own: it prepares the model, writes the frozen graphs and its
+report to the cache, and the server loads them in a fraction of a second; the next start of any server on this
+machine only loads them.
 
     python -m app.prepared CHECKPOINT FOLDER THREADS    # what the server runs (the child)
 """
