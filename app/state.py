@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import logging
 import os
 import threading
@@ -73,6 +74,20 @@ class _Loaded:
             log.warning("fast path not chosen (%s: %s); the model runs as loaded", type(e).__name__, e)
         finally:
             self.prepared.set()
+            _freeze_what_is_loaded()
+
+
+_GC_FROZEN = threading.Event()
+
+
+def _freeze_what_is_loaded() -> None:
+    """Once per server, after its first model is ready: what is loaded by then (modules, the model, its graphs)
+    lives as long as the server, so Python's full collections, which hold the GIL from every session while they
+    scan, need not scan it again (``gc.freeze``)."""
+    if not _GC_FROZEN.is_set():
+        _GC_FROZEN.set()
+        gc.collect()
+        gc.freeze()
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=6)

@@ -3,6 +3,7 @@ every page runs on the prepared copy, with the reader's settings kept."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_pages_run_before_the_choice_and_switch_to_it_keeping_the_settings(
     model, meta = state.app_model(ckpt, wait_s=60)
     assert model is prepared_models[0] and model is not loaded_model and _channels_last(model)
     assert meta["fastpath"]["path"] == "fp32-cl"
+    assert gc.get_freeze_count() > 0  # what the server loaded is out of the full collections' way
     at.run()
     assert not problems(at), problems(at)
     assert by_label(at.number_input, "Gallery image").value == 3  # the reader's setting survived the switch
