@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+import nvp_core
 from nvp_core import RealNVP, load_model
 from nvp_core.fastpath import FastPath
 from nvp_core.fastpath_choice import machine_key
@@ -39,10 +40,25 @@ FORMAT = 1
 CHILD_TIMEOUT_S = 900
 
 
+def _code_digest() -> str:
+    """The source of ``nvp_core`` and of the preparation: graphs traced from other code are not this code's."""
+    h = hashlib.sha256()
+    here = Path(__file__)
+    for f in sorted([*Path(nvp_core.__file__).parent.glob("*.py"), here, here.with_name("models.py")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
 def cache_folder(checkpoint: Path) -> Path:
     """Where the preparation of ``checkpoint`` on this machine is kept (``$NVP_PREPARED_CACHE`` or
-    ``user_cache_dir()/prepared``): keyed by the checkpoint's content, the machine, torch and its threads."""
-    key = {"format": FORMAT, "checkpoint": file_digest(checkpoint), "machine": machine_key(torch.device("cpu"))}
+    ``user_cache_dir()/prepared``): keyed by the checkpoint's content, the machine, torch and its threads, and the
+    code that prepares and runs it."""
+    key = {
+        "format": FORMAT,
+        "checkpoint": file_digest(checkpoint),
+        "machine": machine_key(torch.device("cpu")),
+        "code": _code_digest(),
+    }
     env = os.environ.get(ENV_CACHE)
     base = Path(env).expanduser() if env else user_cache_dir() / "prepared"
     return base / hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]

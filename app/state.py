@@ -73,8 +73,8 @@ class _Loaded:
         except Exception as e:  # a measurement that fails leaves the model as loaded: the reference path
             log.warning("fast path not chosen (%s: %s); the model runs as loaded", type(e).__name__, e)
         finally:
-            self.prepared.set()
             _freeze_what_is_loaded()
+            self.prepared.set()
 
 
 _GC_FROZEN = threading.Event()

@@ -62,3 +62,11 @@ def test_a_broken_preparation_is_made_again_and_a_failing_child_leaves_the_model
     monkeypatch.setattr(prepared.sys, "executable", str(ckpt.parent / "no-python"))
     model, _ = load_model(other)
     assert prepared.load_or_make(model, other) is None and not is_frozen(model)
+
+
+def test_a_preparation_is_kept_per_checkpoint_machine_and_code(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = prepared.cache_folder(ckpt)
+    assert prepared.cache_folder(ckpt) == folder
+    assert prepared.cache_folder(make_fixture_model(ckpt.parent, "other", 1, 12, 2, seed=3)) != folder
+    monkeypatch.setattr(prepared, "_code_digest", lambda: "the flow's code changed")
+    assert prepared.cache_folder(ckpt) != folder
