@@ -74,11 +74,6 @@ class Sequential(Bijector):
             y = layer.inverse(y)
         return y
 
-    def trace(self, x: Tensor) -> tuple[Tensor, list[tuple[str, Tensor]]]:
-        """Like :meth:`forward`, but also returns ``(layer name, logdet[B])`` for every layer."""
-        y, _, parts = self.forward_parts(x)
-        return y, [(layer.describe(), ld) for layer, ld in zip(self.parts, parts, strict=True)]
-
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         for layer in self.parts:
             shape = layer.output_shape(shape)

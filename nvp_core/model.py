@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -116,8 +116,8 @@ class RealNVP(nn.Module):
 
     def _encode(self, x: Tensor, trace: bool) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
         self._check_input(x)
-        frozen = self.__dict__.get("frozen")  # set by nvp_core.freezing: the same pass, traced for inference
-        if frozen is not None and not torch.is_grad_enabled():
+        frozen = self._frozen()
+        if frozen is not None:
             *zs, logdet, stacked = frozen.encode(x)
             parts: Sequence[Tensor] = stacked.unbind(0) if trace else []
         else:
@@ -152,11 +152,13 @@ class RealNVP(nn.Module):
         the inverse of each stage as one graph, so that a decode can stop or start between stages."""
         return [self.preprocess, *self.scale_flows]
 
+    def _frozen(self) -> Any:
+        """The graphs :mod:`nvp_core.freezing` set on this model, when autograd is off (training runs eagerly)."""
+        return None if torch.is_grad_enabled() else self.__dict__.get("frozen")
+
     def _stage_inverse(self, i: int, y: Tensor) -> Tensor:
-        frozen = self.__dict__.get("frozen")
-        if frozen is not None and not torch.is_grad_enabled():
-            return frozen.inverse[i](y)  # type: ignore[no-any-return]
-        return self.stages[i].inverse(y)
+        frozen = self._frozen()
+        return self.stages[i].inverse(y) if frozen is None else frozen.inverse[i](y)
 
     def trace(self, x: Tensor) -> tuple[list[Tensor], Tensor, list[tuple[str, Tensor]]]:
         """Latents, the total log-det ``[B]`` and the log-det of every layer in order, as ``(name, logdet[B])``
