@@ -8,9 +8,11 @@ from torch import Tensor
 
 def checkerboard_mask(height: int, width: int, parity: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """``[1, 1, H, W]`` mask with 1 where ``(i + j) % 2 == parity``: the pixels a coupling conditions on."""
-    i = torch.arange(height).view(-1, 1)
-    j = torch.arange(width).view(1, -1)
-    return ((i + j) % 2 == parity).to(dtype).view(1, 1, height, width)
+    # Slice fills, not index arithmetic: on the meta device (the loader's shape check) arithmetic imports torch._dynamo.
+    m = torch.zeros(height, width, dtype=dtype)
+    m[0::2, parity::2] = 1  # even rows: columns of the parity
+    m[1::2, 1 - parity :: 2] = 1  # odd rows: the other columns
+    return m.view(1, 1, height, width)
 
 
 def channel_mask(channels: int, parity: int, dtype: torch.dtype = torch.float32) -> Tensor:

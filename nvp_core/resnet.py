@@ -25,9 +25,10 @@ class WNConv2d(nn.Module):
         super().__init__()
         self.padding = kernel_size // 2
         v = torch.empty(c_out, c_in, kernel_size, kernel_size)
-        nn.init.kaiming_normal_(v, nonlinearity="relu")
+        if not v.is_meta:  # a shape-only model (the loader's check) draws nothing: meta kernels import torch._dynamo
+            nn.init.kaiming_normal_(v, nonlinearity="relu")
         self.v = nn.Parameter(v)
-        g = torch.zeros(c_out) if zero_init else v.flatten(1).norm(dim=1)
+        g = torch.zeros(c_out) if zero_init or v.is_meta else v.flatten(1).norm(dim=1)
         self.g = nn.Parameter(g)
         self.bias = nn.Parameter(torch.zeros(c_out))
 

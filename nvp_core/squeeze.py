@@ -44,10 +44,11 @@ class CheckerboardOrder(Bijector):
         if channels % 4:
             raise ValueError(f"CheckerboardOrder needs a multiple of 4 channels, got {channels}")
         c = channels // 4
-        base = torch.arange(c) * 4
-        perm = torch.cat([base + 0, base + 3, base + 1, base + 2])
-        self.register_buffer("perm", perm, persistent=False)
-        self.register_buffer("inv_perm", torch.argsort(perm), persistent=False)
+        # Python ints, not tensor arithmetic: the loader's shape check builds this on the meta device (see masks).
+        perm = [4 * i + offset for offset in (0, 3, 1, 2) for i in range(c)]
+        inv_perm = sorted(range(channels), key=perm.__getitem__)
+        self.register_buffer("perm", torch.tensor(perm), persistent=False)
+        self.register_buffer("inv_perm", torch.tensor(inv_perm), persistent=False)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return x.index_select(1, self.perm), x.new_zeros(x.shape[0])

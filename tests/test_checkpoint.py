@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -128,6 +130,16 @@ def test_config_that_does_not_fit_is_refused(model: RealNVP, tmp_path: Path) -> 
     other = {**CFG.to_dict(), "mid_channels": 6}
     with pytest.raises(CheckpointError, match="has shape"):
         load_model(_rewrite(src, tmp_path / "b.safetensors", config=other))
+
+
+def test_loading_never_imports_the_compiler(model: RealNVP, tmp_path: Path) -> None:
+    # The shape check builds the model on the meta device, whose arithmetic kernels import torch._dynamo:
+    # seconds of a server's first page. Construction only fills and copies there.
+    path = save_model(model, tmp_path / "m.safetensors")
+    code = f"import sys; import nvp_core; nvp_core.load_model({str(path)!r}); print('torch._dynamo' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_header_with_absurd_length_is_refused(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from nvp_core import (
     Sequential,
     Squeeze,
 )
+from nvp_core.masks import channel_mask, checkerboard_mask
 
 SHAPE = (2, 4, 4)  # C, H, W: small enough for a brute-force Jacobian
 
@@ -165,6 +166,25 @@ def test_checkerboard_order_puts_one_colour_in_each_half() -> None:
     first, second = z[0, :2].flatten(), z[0, 2:].flatten()
     assert set(colour.flatten()[first.long()].tolist()) == {0}
     assert set(colour.flatten()[second.long()].tolist()) == {1}
+
+
+@pytest.mark.parametrize(("height", "width"), [(4, 4), (3, 5)])
+@pytest.mark.parametrize("parity", [0, 1])
+def test_checkerboard_mask_is_one_where_the_coordinates_sum_to_the_parity(height: int, width: int, parity: int) -> None:
+    i, j = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    expected = ((i + j) % 2 == parity).double().view(1, 1, height, width)
+    assert torch.equal(checkerboard_mask(height, width, parity, torch.float64), expected)
+
+
+def test_channel_mask_holds_one_half_of_the_channels() -> None:
+    assert channel_mask(4, 0).flatten().tolist() == [1, 1, 0, 0]
+    assert channel_mask(4, 1).flatten().tolist() == [0, 0, 1, 1]
+
+
+def test_checkerboard_order_inverse_undoes_it() -> None:
+    layer = CheckerboardOrder(12)
+    assert torch.equal(layer.perm[layer.inv_perm], torch.arange(12))
+    assert sorted(layer.perm.tolist()) == list(range(12))
 
 
 def test_checkerboard_order_rejects_bad_channel_counts() -> None:
