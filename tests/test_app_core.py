@@ -230,6 +230,16 @@ def test_launcher_caps_malloc_arenas_unless_told_otherwise(monkeypatch: pytest.M
     assert launch.environment()["MALLOC_ARENA_MAX"] == "4"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="uvloop is not made for Windows")
+def test_the_server_gets_streamlits_performance_extra() -> None:
+    # Streamlit runs its event loop on uvloop and parses HTTP with httptools when they are installed: every
+    # session's messages and pictures pass through that one loop.
+    import importlib.util
+
+    assert importlib.util.find_spec("uvloop") is not None
+    assert importlib.util.find_spec("httptools") is not None
+
+
 def test_launcher_help_exits_cleanly() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "app.launch", "--help"],
