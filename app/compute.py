@@ -31,8 +31,10 @@ def model_input(images: np.ndarray) -> Tensor:
 
 
 def to_uint8(x: Tensor) -> np.ndarray:
-    """Model output ``[B, C, H, W]`` in (0, 1) → uint8 (the 1/256 bin each value falls in)."""
-    return (x.detach().float() * 256.0).floor().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    """Model output ``[B, C, H, W]`` in (0, 1) → uint8 (the 1/256 bin each value falls in). Four torch calls: under
+    a class each call hands the GIL to another session and waits to win it back."""
+    x = x if x.dtype == torch.float32 else x.float()
+    return (x * 256.0).floor_().clamp_(0, 255).to(torch.uint8).numpy(force=True)
 
 
 def encode(model: RealNVP, images: np.ndarray) -> Latents:
@@ -213,50 +215,73 @@ def latent_mosaic(z: np.ndarray, max_channels: int = 16, ncol: int = 0, lim: flo
     return grid(tiles, ncol, pad=max(1, z.shape[1] // 8)), lim
 
 
+class Histogram:
+    """A histogram of ``values`` on ``[lo, hi]`` (``bins`` bars) with a labelled x axis, drawn once as a picture
+    (``size`` = W, H); :meth:`with_marker` adds one image's red line and label to a copy. A picture rather than a
+    chart: it costs the browser nothing to show, and the bars are drawn once per gallery rather than per image."""
+
+    def __init__(
+        self, values: np.ndarray, lo: float, hi: float, bins: int = 40, size: tuple[int, int] = (600, 190)
+    ) -> None:
+        from PIL import ImageDraw, ImageFont
+
+        w, h = size
+        self._font = ImageFont.load_default(size=12)
+        self._left, self._right, self._top, self._bottom = 10, w - 10, 22, h - 40  # plot area
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]  # an image the model rates at ±inf bits/dim has no bar to go in
+        if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
+            span = values if values.size else np.array([0.0])
+            lo, hi = float(span.min()) - 0.5, float(span.max()) + 0.5
+        self.lo, self.hi = float(lo), float(hi)
+        counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+        self.top_count = max(int(counts.max()), 1)
+        img = Image.new("RGB", size, "white")
+        draw = ImageDraw.Draw(img)
+        left, right, top, bottom = self._left, self._right, self._top, self._bottom
+        for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
+            if c:
+                y = bottom - c / self.top_count * (bottom - top)
+                draw.rectangle([self._x(a) + 0.5, y, self._x(b) - 0.5, bottom], fill=(141, 160, 203))
+        draw.line([left, bottom, right, bottom], fill=(80, 80, 80))
+        for i, t in enumerate(np.linspace(lo, hi, 6)):
+            x = self._x(t)
+            draw.line([x, bottom, x, bottom + 4], fill=(80, 80, 80))
+            anchor = "la" if i == 0 else ("ra" if i == 5 else "ma")  # the end labels stay inside the picture
+            draw.text((x, bottom + 6), f"{t:.2f}", fill=(60, 60, 60), font=self._font, anchor=anchor)
+        draw.text((w / 2, h - 3), "bits/dim", fill=(60, 60, 60), font=self._font, anchor="md")
+        self._bars = img
+
+    def _x(self, v: float) -> float:
+        return self._left + (v - self.lo) / (self.hi - self.lo) * (self._right - self._left)
+
+    def with_marker(self, marker: float) -> np.ndarray:
+        """The histogram with a red line and label at ``marker`` (at the axis's end when beyond it; none when NaN),
+        as RGB uint8 ``[3, H, W]``."""
+        from PIL import ImageDraw
+
+        img = self._bars.copy()
+        draw = ImageDraw.Draw(img)
+        left, right, top, bottom = self._left, self._right, self._top, self._bottom
+        xm = self._x(float(np.clip(marker, self.lo, self.hi))) if not np.isnan(marker) else (left + right) / 2
+        tallest = f"tallest bar: {self.top_count} images"  # on the side away from the marker's label
+        grey = (100, 100, 100)
+        if xm > (left + right) / 2:
+            draw.text((left, 4), tallest, fill=grey, font=self._font, anchor="la")
+        else:
+            draw.text((right, 4), tallest, fill=grey, font=self._font, anchor="ra")
+        if not np.isnan(marker):
+            draw.line([xm, top - 6, xm, bottom], fill=(214, 39, 40), width=3)
+            anchor = "la" if xm <= left + 40 else ("ra" if xm >= right - 40 else "ma")  # keep the label inside
+            draw.text((xm, 4), "this image", fill=(214, 39, 40), font=self._font, anchor=anchor)
+        return np.asarray(img).transpose(2, 0, 1).copy()
+
+
 def histogram_image(
     values: np.ndarray, marker: float, lo: float, hi: float, bins: int = 40, size: tuple[int, int] = (600, 190)
 ) -> np.ndarray:
-    """A histogram of ``values`` on ``[lo, hi]`` with a red line and label at ``marker``, drawn as an RGB
-    picture uint8 ``[3, H, W]`` (``size`` = W, H) with a labelled x axis. A picture rather than a chart: it
-    costs the browser nothing to show, which matters when a slider redraws it for many sessions."""
-    from PIL import ImageDraw, ImageFont
-
-    w, h = size
-    img = Image.new("RGB", size, "white")
-    draw = ImageDraw.Draw(img)
-    font = ImageFont.load_default(size=12)
-    left, right, top, bottom = 10, w - 10, 22, h - 40  # plot area
-    values = np.asarray(values, dtype=np.float64)
-    values = values[np.isfinite(values)]  # an image the model rates at ±inf bits/dim has no bar to go in
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        span = values if values.size else np.array([marker if np.isfinite(marker) else 0.0])
-        lo, hi = float(span.min()) - 0.5, float(span.max()) + 0.5
-    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    x_of = lambda v: left + (v - lo) / (hi - lo) * (right - left)  # noqa: E731
-    top_count = max(int(counts.max()), 1)
-    for c, a, b in zip(counts, edges[:-1], edges[1:], strict=True):
-        if c:
-            y = bottom - c / top_count * (bottom - top)
-            draw.rectangle([x_of(a) + 0.5, y, x_of(b) - 0.5, bottom], fill=(141, 160, 203))
-    draw.line([left, bottom, right, bottom], fill=(80, 80, 80))
-    for i, t in enumerate(np.linspace(lo, hi, 6)):
-        x = x_of(t)
-        draw.line([x, bottom, x, bottom + 4], fill=(80, 80, 80))
-        anchor = "la" if i == 0 else ("ra" if i == 5 else "ma")  # the end labels stay inside the picture
-        draw.text((x, bottom + 6), f"{t:.2f}", fill=(60, 60, 60), font=font, anchor=anchor)
-    draw.text((w / 2, h - 3), "bits/dim", fill=(60, 60, 60), font=font, anchor="md")
-    # A marker beyond the axis (or at ±inf) sits at its end; a NaN marker is not drawn.
-    xm = x_of(float(np.clip(marker, lo, hi))) if not np.isnan(marker) else (left + right) / 2
-    tallest = f"tallest bar: {top_count} images"  # on the side away from the marker's label
-    if xm > (left + right) / 2:
-        draw.text((left, 4), tallest, fill=(100, 100, 100), font=font, anchor="la")
-    else:
-        draw.text((right, 4), tallest, fill=(100, 100, 100), font=font, anchor="ra")
-    if not np.isnan(marker):
-        draw.line([xm, top - 6, xm, bottom], fill=(214, 39, 40), width=3)
-        anchor = "la" if xm <= left + 40 else ("ra" if xm >= right - 40 else "ma")  # keep the label inside
-        draw.text((xm, 4), "this image", fill=(214, 39, 40), font=font, anchor=anchor)
-    return np.asarray(img).transpose(2, 0, 1).copy()
+    """:class:`Histogram` of ``values`` with its marker at ``marker``, drawn in one go: RGB uint8 ``[3, H, W]``."""
+    return Histogram(values, lo, hi, bins, size).with_marker(marker)
 
 
 @functools.cache  # the same bytes on every rerun: made once

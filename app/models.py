@@ -7,7 +7,10 @@ Layout (see the shipped ``models/`` folder): ``<name>.safetensors`` with ``<name
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,17 +64,31 @@ def prepare_app_model(model: RealNVP) -> dict[str, Any]:
 def list_checkpoints(folder: Path | None = None) -> list[Path]:
     """Model checkpoints in ``folder`` (default :func:`models_dir`), preferred names first.
 
-    Resume states (``*.state.safetensors``) are optimiser snapshots, not models, and are skipped."""
+    Resume states (``*.state.safetensors``) are optimiser snapshots, not models, and are skipped. The listing is
+    read again when the folder's modification time changes (the sidebar asks on every rerun, and each system call
+    of a listing hands the GIL to other sessions under a class)."""
     folder = models_dir() if folder is None else folder
-    if not folder.is_dir():
+    try:
+        info = folder.stat()
+    except OSError:
         return []
-    found = [p for p in folder.glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
+    if not stat.S_ISDIR(info.st_mode):
+        return []
+    # A change within the file system's timestamp granularity could leave the time as it was: recent folders are
+    # read every time.
+    recent = time.time_ns() - info.st_mtime_ns < 2 * 10**9
+    return list(_listing(str(folder), info.st_mtime_ns if not recent else time.monotonic_ns()))
+
+
+@functools.lru_cache(maxsize=16)
+def _listing(folder: str, version: int) -> tuple[Path, ...]:
+    found = [p for p in Path(folder).glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
 
     def rank(p: Path) -> tuple[int, str]:
         stem = p.name.removesuffix(".safetensors")
         return (PREFERRED.index(stem) if stem in PREFERRED else len(PREFERRED), stem)
 
-    return sorted(found, key=rank)
+    return tuple(sorted(found, key=rank))
 
 
 def find_checkpoint(stem: str, folder: Path | None = None) -> Path | None:
@@ -119,6 +136,15 @@ class Gallery:
     def label_name(self, i: int) -> str:
         k = int(self.labels[i])
         return self.class_names[k] if 0 <= k < len(self.class_names) else str(k)
+
+    @functools.cached_property
+    def by_class(self) -> dict[int, np.ndarray]:
+        """Each class present (ascending) → the indices of its images, ascending. Computed once: the pages' image
+        pickers ask on every rerun."""
+        order = np.argsort(self.labels, kind="stable")
+        order.setflags(write=False)  # shared by every session, as the gallery is
+        classes, starts = np.unique(self.labels[order], return_index=True)
+        return {int(c): order[a:b] for c, a, b in zip(classes, starts, [*starts[1:], len(order)], strict=True)}
 
 
 class GalleryError(ValueError):

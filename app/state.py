@@ -15,7 +15,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
@@ -23,6 +23,7 @@ import numpy as np
 import streamlit as st
 
 from app import link, prepared
+from app.compute import Histogram
 from app.models import Gallery, GalleryError, gallery_path, load_gallery, prepare_app_model
 from nvp_core import CheckpointError, RealNVP, load_model
 from nvp_core import gallery_latents as gallery_latents_file
@@ -41,9 +42,10 @@ OPENED_RUNS = "_opened_runs"  # run checkpoints this session opened from the Run
 
 
 def stamp(path: Path) -> str:
-    """Cache key of a file's version: path, size and modification time."""
+    """Cache key of a file's version: the file (device and inode), size and modification time. One ``stat``: under
+    a class every system call hands the GIL to another session's thread and waits to get it back."""
     s = path.stat()
-    return f"{path.resolve()}:{s.st_size}:{s.st_mtime_ns}"
+    return f"{s.st_dev}:{s.st_ino}:{s.st_size}:{s.st_mtime_ns}"
 
 
 class _Loaded:
@@ -123,6 +125,8 @@ class Ctx:
     model: RealNVP
     meta: dict[str, Any]
     results: str  # ``key`` and the model's fast path: what computed results are kept under
+    # What this page visit found on disk (the gallery): looked up once per full run, as the model is, not per call.
+    found: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -195,12 +199,18 @@ def _gallery(path: str, version: str, channels: int, size: int) -> Gallery | str
     return Gallery(images=_frozen(g.images), labels=_frozen(g.labels), class_names=g.class_names)
 
 
+def _gallery_file(ctx: Ctx) -> tuple[Path | None, Gallery | str | None]:
+    if "gallery" not in ctx.found:
+        p = gallery_path(ctx.path)
+        ctx.found["gallery"] = (p, None if p is None else _gallery(str(p), stamp(p), ctx.channels, ctx.size))
+    return ctx.found["gallery"]  # type: ignore[no-any-return]
+
+
 def gallery(ctx: Ctx) -> Gallery | None:
     """The checkpoint's gallery of test images, or ``None`` (with a warning) when absent or unusable."""
-    p = gallery_path(ctx.path)
-    if p is None:
+    g = _gallery_file(ctx)[1]
+    if g is None:
         return None
-    g = _gallery(str(p), stamp(p), ctx.channels, ctx.size)
     if isinstance(g, str):
         st.warning(g)
         return None
@@ -237,11 +247,13 @@ def _gallery_latents(
 
 def _encoded_gallery(ctx: Ctx) -> tuple[Gallery, tuple[GalleryLatents, GalleryLatents]] | None:
     g = gallery(ctx)
-    p = gallery_path(ctx.path)
+    p = _gallery_file(ctx)[0]
     if g is None or p is None:
         return None
-    n = min(len(g.images), gallery_limit())
-    return g, _gallery_latents(ctx.results, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
+    if "encoded" not in ctx.found:
+        n = min(len(g.images), gallery_limit())
+        ctx.found["encoded"] = _gallery_latents(ctx.results, str(ctx.path), str(p), n, ctx.model, g.images, g.labels)
+    return g, ctx.found["encoded"]
 
 
 def gallery_latents(ctx: Ctx) -> GalleryLatents | None:
@@ -274,6 +286,17 @@ def pca_projection(key: str, levels: tuple[int, ...], _gl: GalleryLatents) -> tu
 
     pca = PCA(n_components=2, random_state=0).fit(bulk)
     return pca, _frozen(pca.transform(feats))
+
+
+@st.cache_resource(show_spinner=False, max_entries=12)
+def _histogram(model_key: str, name: str, lo: float, hi: float, n: int, _values: np.ndarray) -> Histogram:
+    return Histogram(_values, lo, hi)
+
+
+def histogram(ctx: Ctx, name: str, values: np.ndarray, lo: float, hi: float) -> Histogram:
+    """The histogram of the model's ``values`` (named ``name``) on ``[lo, hi]``, drawn once for every session and
+    image: an image's picture only adds its marker."""
+    return _histogram(ctx.results, name, lo, hi, len(values), values)
 
 
 def flat_latents(levels_arrays: list[np.ndarray], levels: tuple[int, ...]) -> np.ndarray:

@@ -66,7 +66,7 @@ def image_input(
         persist_state="session",
     )
     if src == "Gallery" and g is not None:
-        present = sorted({int(v) for v in np.unique(g.labels)})
+        present = list(g.by_class)
         c1, c2 = st.columns([1, 1])
         cls = c1.selectbox(
             "Class",
@@ -76,8 +76,8 @@ def image_input(
             format_func=lambda c: "any" if c < 0 else (g.class_names[c] if c < len(g.class_names) else str(c)),
         )
         assert cls is not None  # a selectbox over a non-empty list with an index always returns an option
-        pool = np.arange(len(g.images)) if cls < 0 else np.flatnonzero(g.labels == cls)
-        n = len(pool)
+        pool = None if cls < 0 else g.by_class[cls]
+        n = len(g.images) if pool is None else len(pool)
         name = "any" if cls < 0 else (g.class_names[cls] if cls < len(g.class_names) else str(cls))
         j = c2.number_input(
             f"Gallery image (0–{n - 1})" if cls < 0 else f"Gallery image (0–{n - 1} of the {n} {name} images)",
@@ -89,7 +89,7 @@ def image_input(
             help="Test-split images that ship with the model."
             + ("" if cls < 0 else f" Numbered within the class: {n} of the gallery's {len(g.images)} images."),
         )
-        idx = int(pool[int(j)])
+        idx = int(j) if pool is None else int(pool[int(j)])
         arr, desc = np.array(g.images[int(idx)]), f"gallery #{int(idx)} ({g.label_name(int(idx))})"
         if preview:
             picture(arr, 96, desc)
@@ -144,8 +144,8 @@ def picture(image: np.ndarray | compute.Png, width: int, caption: str, where: ob
     where.image(pic.data, caption=caption, width=max(width, pic.width), output_format="PNG")  # type: ignore[attr-defined]
 
 
-def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:
-    """A row of uint8 ``[C, H, W]`` images, enlarged crisply."""
+def show_images(images: Sequence[np.ndarray | compute.Png], captions: Sequence[str], min_side: int = 140) -> None:
+    """A row of uint8 ``[C, H, W]`` images (or ones already encoded), enlarged crisply."""
     cols = st.columns(len(images))
     for col, img, cap in zip(cols, images, captions, strict=True):
         picture(img, min_side, cap, col)
@@ -181,21 +181,24 @@ def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None =
     return sorted(chosen)
 
 
-def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
-    """One level's latents ``[C_l, h, w]`` as a single crisp image: a tile per channel (row-major), blue < 0,
-    white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
-    arr = z.detach().cpu().numpy()
+def latent_picture(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> tuple[compute.Png, int, str]:
+    """One level's latents ``[C_l, h, w]`` as a single crisp image, the width to show it at and its caption: a tile
+    per channel (row-major), blue < 0, white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
+    arr = z.numpy(force=True)
     c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
     ncol = compute.latent_columns(c, arr.shape[1])
     mosaic, lim = compute.latent_mosaic(arr, MAX_CHANNELS_SHOWN, ncol)
-    width = min(1000, ncol * cell)
-    picture(
-        mosaic,
-        width,
+    caption = (
         f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
         + (f", first {c} channels" if c < arr.shape[0] else f", channels 0–{c - 1}")
-        + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}",
+        + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}"
     )
+    return compute.png(mosaic), min(1000, ncol * cell), caption
+
+
+def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
+    """Shows :func:`latent_picture`."""
+    picture(*latent_picture(ctx, z, level, cell))
 
 
 def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:
@@ -382,8 +385,9 @@ def other_class_index(ctx: Ctx, index: int) -> int:
     g = state.gallery(ctx)
     if g is None:
         return index + 1
-    diff = np.flatnonzero(g.labels != g.labels[index])
-    return int(diff[0]) if len(diff) else min(index + 1, len(g.images) - 1)
+    own = int(g.labels[index])
+    firsts = [int(ids[0]) for c, ids in g.by_class.items() if c != own]
+    return min(firsts) if firsts else min(index + 1, len(g.images) - 1)
 
 
 def distinct_examples(ctx: Ctx, k: int) -> list[int]:
@@ -391,6 +395,6 @@ def distinct_examples(ctx: Ctx, k: int) -> list[int]:
     g = state.gallery(ctx)
     if g is None:
         return list(range(k))
-    firsts = [int(np.flatnonzero(g.labels == c)[0]) for c in np.unique(g.labels)]
+    firsts = [int(ids[0]) for ids in g.by_class.values()]
     rest = [i for i in range(len(g.images)) if i not in firsts]
     return (firsts + rest)[:k]

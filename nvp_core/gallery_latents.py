@@ -80,6 +80,8 @@ def encode_uint8(model: RealNVP, images: np.ndarray) -> list[torch.Tensor]:
     """uint8 ``[B, C, H, W]`` → latents of the bin centres ``(x + 0.5) / 256``, one tensor per level, in batches."""
     x = torch.from_numpy(np.array(images, dtype=np.uint8))
     parts = [model(dequantize(x[i : i + BATCH], noise=False))[0] for i in range(0, len(x), BATCH)]
+    if len(parts) == 1:  # one batch (the app's single image): no copies
+        return parts[0]
     return [torch.cat([p[lv] for p in parts]) for lv in range(model.num_levels)]
 
 

@@ -18,11 +18,10 @@ def dequantize(images_uint8: Tensor, generator: torch.Generator | None = None, n
     if images_uint8.is_floating_point():
         raise TypeError("dequantize expects integer pixel values (uint8, 0..255), got a float tensor")
     x = images_uint8.to(torch.float32)
-    if noise:
-        device = x.device if generator is None else generator.device
-        u = torch.rand(x.shape, generator=generator, device=device).to(x.device)
-    else:
-        u = torch.full_like(x, 0.5)
+    if not noise:
+        return (x + 0.5) / 256.0
+    device = x.device if generator is None else generator.device
+    u = torch.rand(x.shape, generator=generator, device=device).to(x.device)
     return (x + u) / 256.0
 
 

@@ -30,13 +30,20 @@ def _analyse(image: np.ndarray, index: int) -> tuple[list, dict[str, float], flo
     return zs, parts, bpd, *compute.reconstruction_error(model, image, zs)
 
 
-def _round_trip(image: np.ndarray, desc: str, rec: np.ndarray, err: float, pix_err: int, bpd: float) -> None:
-    shown = [image, rec]
+def _round_trip(
+    image_key: tuple[str, int], image: np.ndarray, desc: str, rec: np.ndarray, err: float, pix_err: int, bpd: float
+) -> None:
     captions = [f"x: {desc}, as the model sees it ({ctx.channels}×{ctx.size}×{ctx.size})", "f⁻¹(f(x)): reconstruction"]
     if pix_err:  # an all-black picture would say "none" less clearly than words do
-        shown.append(np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255)
         captions.append("pixels that differ (white)")
-    widgets.show_images(shown, captions)
+
+    def pictures() -> list[compute.Png]:
+        diff = np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255
+        return [compute.png(a) for a in [image, rec, diff][: len(captions)]]
+
+    # Encoded once per image: a page change shows them again as they are.
+    pics = widgets.memo(ctx, "encode_pictures", image_key, pictures)
+    widgets.show_images(pics, captions)
     if not pix_err:
         st.caption("Pixels that differ between x and f⁻¹(f(x)): none, every pixel is reconstructed exactly.")
     c1, c2 = st.columns(2)
@@ -62,32 +69,31 @@ def _among_test_images(image_key: tuple[str, int], bpd: float) -> None:
     gl = widgets.need_gallery(ctx)
     if gl is None:
         return
-    # Zoom on the bulk (a few broken or blank images can sit at 30+ bits/dim), always showing this image.
-    finite = gl.bpd[np.isfinite(gl.bpd)]
-    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (bpd, bpd)
-    if math.isfinite(bpd):
-        lo, hi = min(lo, bpd), max(hi, bpd)
-    pad = 0.05 * (hi - lo + 1e-6)
-    inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
-    # Kept encoded: a 600-pixel picture's PNG would otherwise be made again on every rerun of the page.
-    hist = widgets.memo(
-        ctx,
-        "encode_hist",
-        (*image_key, len(gl.bpd)),
-        lambda: compute.png(compute.histogram_image(inside, bpd, lo - pad, hi + pad)),
-    )
+
+    def picture() -> tuple[compute.Png, float, int]:
+        # Zoom on the bulk (a few broken or blank images can sit at 30+ bits/dim), always showing this image.
+        finite = gl.bpd[np.isfinite(gl.bpd)]
+        lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (bpd, bpd)
+        if math.isfinite(bpd):
+            lo, hi = min(lo, bpd), max(hi, bpd)
+        pad = 0.05 * (hi - lo + 1e-6)
+        inside = gl.bpd[(gl.bpd >= lo - pad) & (gl.bpd <= hi + pad)]
+        bars = state.histogram(ctx, "gallery bits/dim", inside, float(lo - pad), float(hi + pad))
+        return compute.png(bars.with_marker(bpd)), float((gl.bpd < bpd).mean() * 100), len(gl.bpd) - len(inside)
+
+    # Kept encoded, with its numbers: a page change shows them again without touching the gallery's arrays.
+    hist, pct, outliers = widgets.memo(ctx, "encode_hist", (*image_key, len(gl.bpd)), picture)
     widgets.picture(hist, 600, f"bits/dim of test images ({CONVENTION_SHORT})")
-    pct = float((gl.bpd < bpd).mean() * 100)
     st.caption(
         f"{pct:.0f}% of {len(gl.bpd)} test images have fewer bits/dim (are more likely)"
-        + (f"; {len(gl.bpd) - len(inside)} outliers are off the axis" if len(inside) < len(gl.bpd) else "")
+        + (f"; {outliers} outliers are off the axis" if outliers else "")
         + ". Caution: a high "
         "likelihood does not mean an image *looks like* the data: flows often rate simple out-of-distribution "
         "images higher (Nalisnick et al., 2019)."
     )
 
 
-def _latents(zs: list) -> None:
+def _latents(image_key: tuple[str, int], zs: list) -> None:
     st.subheader("Every level's latents")
     st.caption(
         "Each channel of each level as a heatmap: red > 0, blue < 0, white = 0. Under the prior every value is "
@@ -102,12 +108,18 @@ def _latents(zs: list) -> None:
     )
     shapes = model.latent_shapes
     tabs = st.tabs([f"{widgets.level_name(ctx, lv)} · {'×'.join(map(str, s))}" for lv, s in enumerate(shapes, start=1)])
-    for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
-        with tab:
-            if interactive:
+    if interactive:
+        for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
+            with tab:
                 st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
-            else:
-                widgets.latent_image(ctx, z[0], lv)
+        return
+    # Drawn once per image, like the round trip's pictures.
+    pics = widgets.memo(
+        ctx, "encode_latents", image_key, lambda: [widgets.latent_picture(ctx, z[0], lv) for lv, z in enumerate(zs, 1)]
+    )
+    for tab, pic in zip(tabs, pics, strict=True):
+        with tab:
+            widgets.picture(*pic)
 
 
 def _statistics(image_key: tuple[str, int], zs: list, parts: dict[str, float], bpd: float) -> None:
@@ -151,9 +163,9 @@ def encode_view() -> None:
     image_key = (widgets.digest(image), index)
     zs, parts, bpd, err, pix_err, rec = widgets.memo(ctx, "encode", image_key, lambda: _analyse(image, index))
     with right:
-        _round_trip(image, desc, rec, err, pix_err, bpd)
+        _round_trip(image_key, image, desc, rec, err, pix_err, bpd)
     _among_test_images(image_key, bpd)
-    _latents(zs)
+    _latents(image_key, zs)
     _statistics(image_key, zs, parts, bpd)
     widgets.result_downloads(
         ctx, "reconstruction", rec, zs, label="Reconstruction", min_side=140, npz_name="latents", image=image[None]
