@@ -42,23 +42,27 @@ def encode(model: RealNVP, images: np.ndarray) -> Latents:
     return gallery_latents.encode_uint8(model, images)
 
 
+def _float32(zs: Sequence[Tensor]) -> list[Tensor]:
+    return [z if z.dtype == torch.float32 else z.float() for z in zs]  # a call only where one is needed
+
+
 @torch.inference_mode()
 def decode(model: RealNVP, zs: Sequence[Tensor]) -> np.ndarray:
     """Latents ``[B, ...]`` per level → uint8 images ``[B, C, H, W]`` with one inverse call."""
-    return to_uint8(model.inverse([z.float() for z in zs]))
+    return to_uint8(model.inverse(_float32(zs)))
 
 
 @torch.inference_mode()
 def decode_coarse(model: RealNVP, zs_coarse: Sequence[Tensor]) -> Tensor:
     """The state after the inverse of the scales of ``zs_coarse``'s levels (see ``RealNVP.inverse_coarse``)."""
-    return model.inverse_coarse([z.float() for z in zs_coarse])
+    return model.inverse_coarse(_float32(zs_coarse))
 
 
 @torch.inference_mode()
 def decode_fine(model: RealNVP, h: Tensor, zs_fine: Sequence[Tensor]) -> np.ndarray:
     """The rest of :func:`decode` from :func:`decode_coarse`'s state: only the scales of ``zs_fine``'s levels
     run. ``decode_fine(m, decode_coarse(m, zs[k:]), zs[:k])`` is the same bytes as ``decode(m, zs)``."""
-    return to_uint8(model.inverse_fine(h, [z.float() for z in zs_fine]))
+    return to_uint8(model.inverse_fine(h, _float32(zs_fine)))
 
 
 def bits_per_dim(model: RealNVP, images: np.ndarray, first_index: int = 0) -> np.ndarray:
@@ -313,9 +317,22 @@ class Png:
     width: int
 
 
+#: Pictures up to this many pixels' bytes are kept encoded (:func:`png`): a latent map, a sample grid, a path.
+PNG_KEPT_BYTES = 16 * 1024
+
+
 def png(image: np.ndarray) -> Png:
-    """uint8 ``[C, H, W]`` → :class:`Png` (fast compression: a picture on screen)."""
-    return Png(png_bytes(image, compress_level=1), int(image.shape[2]))
+    """uint8 ``[C, H, W]`` → :class:`Png` (fast compression: a picture on screen). Small pictures are kept encoded,
+    keyed by their pixels, for every session: a rerun that shows them again (a page change, another session on the
+    same image) does not encode them again, and an encode hands the GIL to the other sessions' threads."""
+    if image.nbytes > PNG_KEPT_BYTES:
+        return Png(png_bytes(image, compress_level=1), int(image.shape[2]))
+    return _kept_png(np.ascontiguousarray(image, dtype=np.uint8).tobytes(), tuple(image.shape))
+
+
+@functools.lru_cache(maxsize=512)  # at most ~10 MB
+def _kept_png(pixels: bytes, shape: tuple[int, ...]) -> Png:
+    return Png(png_bytes(np.frombuffer(pixels, np.uint8).reshape(shape), compress_level=1), shape[2])
 
 
 def gif_bytes(frames: np.ndarray, min_side: int = 112, ms: int = 120, boomerang: bool = True) -> bytes:

@@ -131,14 +131,6 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def picture_sources(frames: np.ndarray, mosaic: np.ndarray) -> tuple[list[str], str]:
-    """The ``data:`` addresses of uint8 ``frames`` ``[N, C, H, W]`` and of the strip ``mosaic`` as PNG: made once per
-    path and kept (each encoding hands the GIL to other sessions)."""
-    return [data_url(compute.png_bytes(f, compress_level=1)) for f in frames], data_url(
-        compute.png_bytes(mosaic, compress_level=1)
-    )
-
-
 def payload(
     ctx: Ctx,
     settings: Settings,
@@ -147,16 +139,14 @@ def payload(
     presets: dict[str, list[float]],
     level_names: list[str],
     width: int = 200,
-    sources: tuple[list[str], str] | None = None,
 ) -> dict[str, Any]:
     """The panel's data (JSON): the settings and their limits, and uint8 ``[N, C, H, W]`` ``frames`` with the
-    ``strip`` ``(mosaic [C, H', W'], caption, css_width)`` as PNG ``data:`` addresses (``sources``: those
-    addresses, :func:`sources`, when already made). Raises ``ValueError`` unless there is one frame per step."""
+    ``strip`` ``(mosaic [C, H', W'], caption, css_width)`` as PNG ``data:`` addresses. Raises ``ValueError``
+    unless there is one frame per step."""
     n = len(frames)
     if n < 2 or n != settings.steps:
         raise ValueError(f"need {settings.steps} frames (at least 2), got {n}")
     mosaic, caption, css_width = strip
-    frame_srcs, strip_src = sources or picture_sources(frames, mosaic)
     return {
         "seq": st.session_state.get(ctx.k("ip_seq"), 0),
         "settings": {"method": settings.method, "steps": settings.steps, "weights": list(settings.weights)},
@@ -168,10 +158,10 @@ def payload(
             "method": "spherical (slerp) keeps the latent norm, which stays near √d under the prior.",
             "weights": "Weight of each level (0 = stay at A, 1 = go to B)",
         },
-        "frames": frame_srcs,
+        "frames": [data_url(compute.png(f).data) for f in frames],  # kept encoded: a rerun does not encode them
         "captions": [f"frame {f}: t = {f / (n - 1):.2f}" for f in range(n)],
         "strip": {
-            "src": strip_src,
+            "src": data_url(compute.png(mosaic).data),
             "caption": caption,
             "width": max(css_width, mosaic.shape[2]),
         },

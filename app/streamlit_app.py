@@ -10,7 +10,7 @@ from pathlib import Path
 # Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder beside the entry script as a
 # v1 multipage app and can then run a page without this script (no sidebar).
 # `streamlit run` puts app/ on sys.path, not the repository; the pages import `app.*` and `nvp_core`.
-_ROOT = Path(__file__).resolve().parent.parent
+_ROOT = Path(__file__).absolute().parent.parent  # not resolve(): a stat per folder on every rerun
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
@@ -138,7 +138,8 @@ def main() -> None:
     # Pictures are sent at the model's resolution and enlarged by the browser: keep their pixels sharp.
     st.html("<style>[data-testid='stImage'] img { image-rendering: pixelated; }</style>")
     torch.set_grad_enabled(False)
-    torch.set_num_threads(_threads())
+    if torch.get_num_threads() != (threads := _threads()):
+        torch.set_num_threads(threads)
     nav = st.navigation(_pages())
     link.whole_run(lambda: _page(nav) if sidebar() else _no_model())
 

@@ -181,24 +181,21 @@ def level_picker(ctx: Ctx, key: str, label: str, default: Sequence[int] | None =
     return sorted(chosen)
 
 
-def latent_picture(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> tuple[compute.Png, int, str]:
-    """One level's latents ``[C_l, h, w]`` as a single crisp image, the width to show it at and its caption: a tile
-    per channel (row-major), blue < 0, white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
-    arr = z.numpy(force=True)
+def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
+    """One level's latents ``[C_l, h, w]`` as a single crisp image: a tile per channel (row-major), blue < 0,
+    white = 0, red > 0 (scale symmetric about 0 up to the largest |z| shown)."""
+    arr = z.detach().cpu().numpy()
     c = min(arr.shape[0], MAX_CHANNELS_SHOWN)
     ncol = compute.latent_columns(c, arr.shape[1])
     mosaic, lim = compute.latent_mosaic(arr, MAX_CHANNELS_SHOWN, ncol)
-    caption = (
+    width = min(1000, ncol * cell)
+    picture(
+        mosaic,
+        width,
         f"{level_name(ctx, level)}: {arr.shape[0]}×{arr.shape[1]}×{arr.shape[2]}"
         + (f", first {c} channels" if c < arr.shape[0] else f", channels 0–{c - 1}")
-        + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}"
+        + f" left to right, top to bottom · blue −{lim:.2f} · white 0 · red +{lim:.2f}",
     )
-    return compute.png(mosaic), min(1000, ncol * cell), caption
-
-
-def latent_image(ctx: Ctx, z: Tensor, level: int, cell: int = 120) -> None:
-    """Shows :func:`latent_picture`."""
-    picture(*latent_picture(ctx, z, level, cell))
 
 
 def latent_heatmaps(ctx: Ctx, z: Tensor, level: int) -> go.Figure:

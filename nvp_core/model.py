@@ -259,10 +259,11 @@ class RealNVP(nn.Module):
         moved to the model's."""
         device, dtype = self._device_probe.device, self._device_probe.dtype
         drawn_on = device if generator is None else generator.device
-        return [
-            (torch.randn((n, *shape), generator=generator, device=drawn_on, dtype=dtype) * t).to(device)
+        zs = [
+            torch.randn((n, *shape), generator=generator, device=drawn_on, dtype=dtype) * t
             for shape, t in zip(self.latent_shapes, self._temperatures(temperature), strict=True)
         ]
+        return zs if drawn_on == device else [z.to(device) for z in zs]
 
     @torch.no_grad()
     def sample(self, n: int, temperature: Temperature = 1.0, generator: torch.Generator | None = None) -> Tensor:

@@ -21,6 +21,7 @@ from PIL import Image
 
 from app import compute, launch
 from app.models import (
+    Gallery,
     GalleryError,
     find_checkpoint,
     gallery_path,
@@ -188,6 +189,70 @@ def test_latent_mosaic_is_a_faithful_picture_of_the_latents() -> None:
         compute.diverging_colors(np.array([-9.0, 0.0, 9.0, np.nan]), 0.5)[[0, 2, 3]],
         compute.DIVERGING_LUT[[0, 255, 128]],
     )
+
+
+def test_gallery_classes_are_indexed_once() -> None:
+    """``Gallery.by_class``: each class present, ascending, with its images' indices in order; what the image
+    pickers' class filter, "a different class" default and distinct examples read on every rerun."""
+    labels = np.array([3, 1, 3, 0, 1, 1, 3, 0])
+    g = Gallery(images=np.zeros((8, 1, 2, 2), np.uint8), labels=labels, class_names=list("abcd"))
+    by = g.by_class
+    assert list(by) == [0, 1, 3]
+    for c, ids in by.items():
+        np.testing.assert_array_equal(ids, np.flatnonzero(labels == c))
+    assert g.by_class is by  # computed once
+    with pytest.raises(ValueError):
+        by[1][0] = 5  # shared by every session: read-only
+
+
+def test_checkpoint_listing_is_read_again_when_its_folder_changes(tmp_path: Path) -> None:
+    """The sidebar lists the folder on every rerun: an unchanged folder's listing is kept (no directory read), and
+    a checkpoint added or removed shows up at once."""
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    past = time.time_ns() - 60 * 10**9
+    os.utime(tmp_path, ns=(past, past))  # changed a minute ago: its listing can be kept
+    reads = []
+    real_glob = Path.glob
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Path, "glob", lambda self, pattern: reads.append(self) or real_glob(self, pattern))
+        assert [p.name for p in list_checkpoints(tmp_path)] == ["a.safetensors"]
+        assert [p.name for p in list_checkpoints(tmp_path)] == ["a.safetensors"]
+        assert len(reads) <= 1, "an unchanged folder is not read again"
+        (tmp_path / "b.safetensors").write_bytes(b"x")
+        assert [p.name for p in list_checkpoints(tmp_path)] == ["a.safetensors", "b.safetensors"]
+        (tmp_path / "a.safetensors").unlink()
+        assert [p.name for p in list_checkpoints(tmp_path)] == ["b.safetensors"]
+    assert list_checkpoints(tmp_path / "b.safetensors") == []  # a file, not a folder
+
+
+def test_screen_pictures_are_kept_encoded_by_their_pixels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``compute.png`` encodes a small picture once for every session: the same pixels again give the same bytes
+    without an encode; other pixels are encoded; large pictures are not kept."""
+    calls = []
+    real = compute.png_bytes
+    monkeypatch.setattr(compute, "png_bytes", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (1, 13, 11), dtype=np.uint8)
+    first = compute.png(img)
+    again = compute.png(img.copy())
+    assert again.data == first.data and again.width == 11 and len(calls) == 1
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(first.data))), img[0])  # lossless
+    other = img.copy()
+    other[0, 0, 0] ^= 1
+    assert compute.png(other).data != first.data and len(calls) == 2
+    big = rng.integers(0, 256, (3, 100, 100), dtype=np.uint8)  # 30 kB of pixels
+    assert compute.png(big).data == compute.png(big).data and len(calls) == 4
+
+
+def test_a_histogram_drawn_once_gives_each_marker_the_picture_drawn_in_one_go() -> None:
+    """Encode draws the gallery's bars once per model and adds each image's marker to a copy: the same pixels as
+    drawing the whole picture for that image, and the bars stay unmarked."""
+    values = np.random.default_rng(3).normal(3.0, 0.3, 500)
+    bars = compute.Histogram(values, 2.0, 4.0)
+    plain = bars.with_marker(float("nan"))
+    for marker in (1.0, 2.0, 2.9, 3.5, 4.0, 9.0):
+        np.testing.assert_array_equal(bars.with_marker(marker), compute.histogram_image(values, marker, 2.0, 4.0))
+    np.testing.assert_array_equal(bars.with_marker(float("nan")), plain)
 
 
 def test_histogram_picture_shows_the_counts_and_the_marker() -> None:

@@ -30,20 +30,13 @@ def _analyse(image: np.ndarray, index: int) -> tuple[list, dict[str, float], flo
     return zs, parts, bpd, *compute.reconstruction_error(model, image, zs)
 
 
-def _round_trip(
-    image_key: tuple[str, int], image: np.ndarray, desc: str, rec: np.ndarray, err: float, pix_err: int, bpd: float
-) -> None:
+def _round_trip(image: np.ndarray, desc: str, rec: np.ndarray, err: float, pix_err: int, bpd: float) -> None:
+    shown = [image, rec]
     captions = [f"x: {desc}, as the model sees it ({ctx.channels}×{ctx.size}×{ctx.size})", "f⁻¹(f(x)): reconstruction"]
     if pix_err:  # an all-black picture would say "none" less clearly than words do
+        shown.append(np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255)
         captions.append("pixels that differ (white)")
-
-    def pictures() -> list[compute.Png]:
-        diff = np.abs(rec.astype(int) - image.astype(int)).astype(np.uint8) * 255
-        return [compute.png(a) for a in [image, rec, diff][: len(captions)]]
-
-    # Encoded once per image: a page change shows them again as they are.
-    pics = widgets.memo(ctx, "encode_pictures", image_key, pictures)
-    widgets.show_images(pics, captions)
+    widgets.show_images(shown, captions)
     if not pix_err:
         st.caption("Pixels that differ between x and f⁻¹(f(x)): none, every pixel is reconstructed exactly.")
     c1, c2 = st.columns(2)
@@ -93,7 +86,7 @@ def _among_test_images(image_key: tuple[str, int], bpd: float) -> None:
     )
 
 
-def _latents(image_key: tuple[str, int], zs: list) -> None:
+def _latents(zs: list) -> None:
     st.subheader("Every level's latents")
     st.caption(
         "Each channel of each level as a heatmap: red > 0, blue < 0, white = 0. Under the prior every value is "
@@ -108,18 +101,12 @@ def _latents(image_key: tuple[str, int], zs: list) -> None:
     )
     shapes = model.latent_shapes
     tabs = st.tabs([f"{widgets.level_name(ctx, lv)} · {'×'.join(map(str, s))}" for lv, s in enumerate(shapes, start=1)])
-    if interactive:
-        for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
-            with tab:
-                st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
-        return
-    # Drawn once per image, like the round trip's pictures.
-    pics = widgets.memo(
-        ctx, "encode_latents", image_key, lambda: [widgets.latent_picture(ctx, z[0], lv) for lv, z in enumerate(zs, 1)]
-    )
-    for tab, pic in zip(tabs, pics, strict=True):
+    for lv, (tab, z) in enumerate(zip(tabs, zs, strict=True), start=1):
         with tab:
-            widgets.picture(*pic)
+            if interactive:
+                st.plotly_chart(widgets.latent_heatmaps(ctx, z[0], lv), key=f"lat{lv}", width="content")
+            else:
+                widgets.latent_image(ctx, z[0], lv)
 
 
 def _statistics(image_key: tuple[str, int], zs: list, parts: dict[str, float], bpd: float) -> None:
@@ -163,9 +150,9 @@ def encode_view() -> None:
     image_key = (widgets.digest(image), index)
     zs, parts, bpd, err, pix_err, rec = widgets.memo(ctx, "encode", image_key, lambda: _analyse(image, index))
     with right:
-        _round_trip(image_key, image, desc, rec, err, pix_err, bpd)
+        _round_trip(image, desc, rec, err, pix_err, bpd)
     _among_test_images(image_key, bpd)
-    _latents(image_key, zs)
+    _latents(zs)
     _statistics(image_key, zs, parts, bpd)
     widgets.result_downloads(
         ctx, "reconstruction", rec, zs, label="Reconstruction", min_side=140, npz_name="latents", image=image[None]

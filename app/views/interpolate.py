@@ -53,10 +53,7 @@ def path_view(za: list, zb: list, key: str) -> None:
     label = ", ".join(f"{w:g}" for w in weights)
     mosaic, width = widgets.mosaic(frames)
     strip = (mosaic, f"A → B in {steps} frames ({method}; level weights {label})", width)
-    srcs = widgets.memo(
-        ctx, "interp_pictures", (key, method, steps, tuple(weights)), lambda: path_panel.picture_sources(frames, mosaic)
-    )
-    path_panel.show(ctx, path_panel.payload(ctx, settings, frames, strip, presets, level_names, sources=srcs))
+    path_panel.show(ctx, path_panel.payload(ctx, settings, frames, strip, presets, level_names))
     latest.update(mosaic=mosaic, zpath=zpath, frames=frames, weights=np.array(weights))
     # The link takes the settings once the panel's controls are still (or with the page's whole run): the
     # browser's update of the address bar and its history is work each move's picture need not wait for.
