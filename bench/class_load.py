@@ -512,23 +512,47 @@ async def drive(
     }
 
 
+HOOKS = Path(__file__).resolve().parent / "hooks"  # the server-side rerun timing (bench/hooks/sitecustomize.py)
+
+
 def run(
     sessions: int, rounds: int, think: float, ramp: float, models_dir: Path | None, timeout: float, log: Path,
-    max_minutes: float = 0.0, app: Path = APP, trainers: int = 0,
+    max_minutes: float = 0.0, app: Path = APP, trainers: int = 0, rerun_timing: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Starts the server, drives the sessions, stops the server; returns the report."""
     with tempfile.TemporaryDirectory() as tmp:
         models_dir, first, gallery_n = serving.models_under_test(models_dir, Path(tmp))
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w") as out, serve({"NVP_MODELS_DIR": str(models_dir)}, out, app=app) as (url, proc):
+        env = {"NVP_MODELS_DIR": str(models_dir)}
+        timing = Path(tmp) / "rerun-timing.json"
+        if rerun_timing:
+            env |= {"NVP_RERUN_TIMING": str(timing), "PYTHONPATH": str(HOOKS)}
+        with open(log, "w") as out, serve(env, out, app=app) as (url, proc):
             report = asyncio.run(
                 drive(url, proc.pid, sessions, rounds, gallery_n, think, ramp, timeout, max_minutes, trainers)
             )
+        if rerun_timing:
+            report["rerun_timing_ms"] = _rerun_timing(timing)
     report["model"] = str(first)
     report["app"] = str(app)
     report["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     report["machine"] = machine_info()
     return report
+
+
+def _rerun_timing(path: Path) -> dict[str, dict[str, float]]:
+    """Per kind of rerun (``page``, ``fragment``), the mean ms per rerun of its script thread, over the whole run
+    (opening included): wall, CPU, waiting for a core, and the rest (``blocked``: mostly waiting for the GIL)."""
+    try:
+        totals = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out = {}
+    for kind, t in totals.items():
+        n = max(1, int(t["runs"]))
+        wall, cpu, wait = t["wall_ms"] / n, t["cpu_ms"] / n, t["core_wait_ms"] / n
+        out[kind] = {"runs": n, "wall": wall, "cpu": cpu, "core_wait": wait, "blocked": wall - cpu - wait}
+    return out
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -558,6 +582,11 @@ def summary(report: dict[str, Any]) -> str:
         f"{m['cpu']} ({', '.join(m['flags_that_matter']) or 'no avx2/avx512/amx'}), {m['logical_cpus']} logical CPUs; "
         f"load average {report['load_average_at_start']} at start, {report['load_average_at_end']} at end",
         *training,
+        *[
+            f"{kind} reruns (script thread, mean of {t['runs']}): wall {t['wall']:.0f} ms = CPU {t['cpu']:.0f} + "
+            f"waiting for a core {t['core_wait']:.0f} + blocked (mostly the GIL) {t['blocked']:.0f}"
+            for kind, t in report.get("rerun_timing_ms", {}).items()
+        ],
     ])  # fmt: skip
 
 
@@ -577,12 +606,20 @@ def main(argv: list[str] | None = None) -> int:
         help="more sessions that press Train on the Playground and keep training meanwhile (default 0)",
     )
     p.add_argument("--app", type=Path, default=APP, help="the app's script (e.g. an older version, to compare)")
+    p.add_argument(
+        "--rerun-timing",
+        action="store_true",
+        help="time each rerun's script thread in the server: CPU, waiting for a core, blocked (bench/hooks)",
+    )
     p.add_argument("--name", default="class-load", help="results file name (default class-load)")
     add_save_flag(p)
     args = p.parse_args(argv)
     log = Path(tempfile.gettempdir()) / f"{args.name}.server.log"
     a = args
-    report = run(a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app, a.trainers)
+    report = run(
+        a.sessions, a.rounds, a.think, a.ramp, a.models_dir, a.timeout, log, a.max_minutes, a.app, a.trainers,
+        a.rerun_timing,
+    )  # fmt: skip
     report["command"] = "python -m bench.class_load " + " ".join(argv if argv is not None else sys.argv[1:])
     path = write_results(args.name, report, args.save)
     print(summary(report))

@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_one_protocol_session_completes_each_operation(tmp_path: Path) -> None:
     models = fixture_models(tmp_path / "models")
-    report = run(1, 1, 0.0, 0.0, models, 120.0, tmp_path / "server.log")
+    report = run(1, 1, 0.0, 0.0, models, 120.0, tmp_path / "server.log", rerun_timing=True)
     assert report["failed"] == 0 and report["succeeded"] == len(OPERATIONS), report["errors"]
+    # The server timed each rerun's script thread (bench/hooks): the opening and page changes run whole pages, the
+    # three widget changes run fragments.
+    timing = report["rerun_timing_ms"]
+    assert timing["page"]["runs"] >= 1 + len(OPERATIONS) and timing["fragment"]["runs"] >= len(OPERATIONS), timing
+    for t in timing.values():
+        assert 0 < t["cpu"] <= 1.05 * t["wall"] and t["core_wait"] >= 0, timing
     for op in OPERATIONS:
         assert report["per_operation"][op]["n"] == 1, report["per_operation"]
     assert report["per_operation"]["page change"]["n"] == len(OPERATIONS)
