@@ -141,7 +141,9 @@ def test_two_interleaved_sessions_get_their_own_results_and_never_change_the_sha
 
     a = _open(monkeypatch, models, "sample")
     b = _open(monkeypatch, models, "sample")
-    shared, _ = app_state.app_model(ckpt)  # the object both sessions use
+    # The object both sessions use once its preparation is done (an earlier test may have started it in the
+    # background; the prepared copy then replaces the model as loaded).
+    shared, _ = app_state.app_model(ckpt, wait_s=600)
     assert len(loads) <= 1, "the model must be loaded once and shared"
     before = _fingerprint(shared)
     assert before[1:] == (False, False)
