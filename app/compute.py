@@ -281,13 +281,6 @@ class Histogram:
         return np.asarray(img).transpose(2, 0, 1).copy()
 
 
-def histogram_image(
-    values: np.ndarray, marker: float, lo: float, hi: float, bins: int = 40, size: tuple[int, int] = (600, 190)
-) -> np.ndarray:
-    """:class:`Histogram` of ``values`` with its marker at ``marker``, drawn in one go: RGB uint8 ``[3, H, W]``."""
-    return Histogram(values, lo, hi, bins, size).with_marker(marker)
-
-
 @functools.cache  # the same bytes on every rerun: made once
 def icon_png(side: int = 32, tiles: int = 4) -> bytes:
     """The page icon: a red/blue checkerboard (a coupling mask), as RGBA PNG bytes. Made here rather than
