@@ -76,13 +76,18 @@ def list_checkpoints(folder: Path | None = None) -> list[Path]:
         return []
     # A change within the file system's timestamp granularity could leave the time as it was: recent folders are
     # read every time.
-    recent = time.time_ns() - info.st_mtime_ns < 2 * 10**9
-    return list(_listing(str(folder), info.st_mtime_ns if not recent else time.monotonic_ns()))
+    if time.time_ns() - info.st_mtime_ns < 2 * 10**9:
+        return list(_listing(folder))
+    return list(_kept_listing(str(folder), info.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=16)
-def _listing(folder: str, version: int) -> tuple[Path, ...]:
-    found = [p for p in Path(folder).glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
+def _kept_listing(folder: str, mtime_ns: int) -> tuple[Path, ...]:
+    return _listing(Path(folder))
+
+
+def _listing(folder: Path) -> tuple[Path, ...]:
+    found = [p for p in folder.glob("*.safetensors") if not p.name.endswith(".state.safetensors")]
 
     def rank(p: Path) -> tuple[int, str]:
         stem = p.name.removesuffix(".safetensors")

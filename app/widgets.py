@@ -144,8 +144,8 @@ def picture(image: np.ndarray | compute.Png, width: int, caption: str, where: ob
     where.image(pic.data, caption=caption, width=max(width, pic.width), output_format="PNG")  # type: ignore[attr-defined]
 
 
-def show_images(images: Sequence[np.ndarray | compute.Png], captions: Sequence[str], min_side: int = 140) -> None:
-    """A row of uint8 ``[C, H, W]`` images (or ones already encoded), enlarged crisply."""
+def show_images(images: Sequence[np.ndarray], captions: Sequence[str], min_side: int = 140) -> None:
+    """A row of uint8 ``[C, H, W]`` images, enlarged crisply."""
     cols = st.columns(len(images))
     for col, img, cap in zip(cols, images, captions, strict=True):
         picture(img, min_side, cap, col)
